@@ -1,0 +1,212 @@
+"""Settings: the one typed config object. Precedence: flags > env > TOML file > defaults.
+
+Env vars are BANDITD_<SECTION>__<FIELD> (e.g. BANDITD_SERVER__LISTEN, BANDITD_STORE__BACKEND,
+BANDITD_POLICIES__CHAT__ALPHA). Only cli.py and server/app.py hold a Settings; they hand core
+params (PolicyConfig, ModelSpec, ...) to the objects they build.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from banditd.features.schema import NumericFeature
+from banditd.policies.spec import PolicyConfig, PriceWeights, RewardFunction
+
+POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+DAY_S = 86_400.0
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumericFeatureSettings(_Section):
+    """One caller-supplied numeric feature: x = (value − mean) / std; `default` when absent."""
+
+    name: str
+    default: float = 0.0
+    mean: float = 0.0
+    std: float = Field(1.0, gt=0)
+
+
+class FeatureSettings(_Section):
+    """How a policy turns a request context into its vector: [1 (bias), numeric features...]."""
+
+    numeric: list[NumericFeatureSettings | str] = Field(default_factory=list)
+    # Unknown feature names in a request are an error (typos would otherwise be silent).
+    allow_unknown: bool = False
+
+    def numeric_features(self) -> tuple[NumericFeature, ...]:
+        out = []
+        for item in self.numeric:
+            f = NumericFeatureSettings(name=item) if isinstance(item, str) else item
+            out.append(NumericFeature(f.name, f.default, f.mean, f.std))
+        return tuple(out)
+
+
+class RewardSettings(_Section):
+    """reward = Σ weights[m]·metrics[m], clipped to [clip_min, clip_max] when set.
+
+    Used when a Feedback sends metrics instead of a reward (e.g. quality=1, latency_ms=-0.001).
+    """
+
+    weights: dict[str, float] = Field(default_factory=lambda: {"quality": 1.0})
+    clip_min: float | None = None
+    clip_max: float | None = None
+
+
+class PriceSettings(_Section):
+    """Selection-time price: penalty = cost·candidate.cost + latency_ms·candidate.latency.
+
+    Price what is known when routing here, and leave it out of the reward (or it counts twice).
+    """
+
+    cost: float = Field(0.0, ge=0)
+    latency_ms: float = Field(0.0, ge=0)
+
+
+class PolicySettings(_Section):
+    algorithm: Literal["linucb", "thompson"] = "linucb"
+    alpha: float = Field(1.0, ge=0, description="LinUCB exploration width")
+    v: float = Field(0.5, ge=0, description="Thompson posterior scale")
+    l2: float = Field(1.0, gt=0, description="ridge strength lambda")
+    epsilon: float = Field(0.0, ge=0, le=1, description="uniform exploration floor")
+    model: Literal["disjoint", "shared"] = "disjoint"
+    arms: list[str] = Field(default_factory=list)
+    allow_new_arms: bool = False
+    arm_features: int = Field(0, ge=0, le=256)
+    max_candidates: int = Field(64, ge=1, le=4096)
+    features: FeatureSettings = FeatureSettings()
+    reward: RewardSettings = RewardSettings()
+    price: PriceSettings = PriceSettings()
+    reward_wait_s: float = Field(600.0, gt=0, le=30 * DAY_S)
+    on_expiry: Literal["default", "drop"] = "default"
+    default_reward: float = 0.0
+    decay_half_life_s: float = Field(0.0, ge=0, description="0 = no forgetting")
+    decay_interval_s: float = Field(0.0, ge=0, description="0 = half_life / 16")
+
+    @field_validator("default_reward")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("default_reward must be finite")
+        return value
+
+    @model_validator(mode="after")
+    def _shared_needs_arm_features(self) -> PolicySettings:
+        if len(set(self.arms)) != len(self.arms):
+            raise ValueError("arms has duplicates")
+        if self.model == "disjoint" and self.arm_features:
+            raise ValueError("arm_features needs model = 'shared'")
+        return self
+
+    def to_config(self, name: str) -> PolicyConfig:
+        """The core's view of this policy (no pydantic past this point)."""
+        half_life = self.decay_half_life_s
+        interval = self.decay_interval_s or (half_life / 16 if half_life else 3600.0)
+        factor = 0.5 ** (interval / half_life) if half_life else 1.0
+        return PolicyConfig(
+            name=name,
+            algorithm=self.algorithm,
+            alpha=self.alpha,
+            v=self.v,
+            l2=self.l2,
+            epsilon=self.epsilon,
+            model=self.model,
+            arms=tuple(self.arms),
+            allow_new_arms=self.allow_new_arms,
+            arm_features=self.arm_features,
+            max_candidates=self.max_candidates,
+            numeric=self.features.numeric_features(),
+            allow_unknown_features=self.features.allow_unknown,
+            reward=RewardFunction(
+                dict(self.reward.weights), self.reward.clip_min, self.reward.clip_max
+            ),
+            price=PriceWeights(self.price.cost, self.price.latency_ms),
+            reward_wait_s=self.reward_wait_s,
+            default_reward=self.default_reward if self.on_expiry == "default" else None,
+            decay_factor=factor,
+            decay_interval_s=interval,
+        )
+
+
+class ServerSettings(_Section):
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str = Field("127.0.0.1:9464", description="host:port for /metrics; '' = off")
+    grace_s: float = Field(10.0, ge=0, description="drain time on SIGTERM")
+    max_message_bytes: int = Field(1 << 20, ge=1024)
+    sweep_interval_s: float = Field(1.0, gt=0, description="how often expired decisions settle")
+
+
+class StoreSettings(_Section):
+    backend: Literal["memory", "redis"] = "memory"
+    max_pending: int = Field(1_000_000, ge=1)
+    tombstone_ttl_s: float = Field(DAY_S, gt=0, description="how long duplicates are recognised")
+
+
+class Settings(BaseSettings):
+    """Everything banditd can be told. Precedence: flags > env > TOML > defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BANDITD_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    seed: int | None = Field(None, description="RNG seed for reproducible exploration")
+    trace_path: str = Field("", description="JSONL decision/outcome trace; '' = off")
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    auto_create_policies: bool = False
+    policy_template: PolicySettings = PolicySettings()
+    policies: dict[str, PolicySettings] = Field(default_factory=dict)
+
+    @field_validator("policies")
+    @classmethod
+    def _names(cls, value: dict[str, PolicySettings]) -> dict[str, PolicySettings]:
+        for name in value:
+            if not POLICY_NAME.match(name):
+                raise ValueError(f"policy name {name!r} must match {POLICY_NAME.pattern}")
+        return value
+
+    def policy_configs(self) -> dict[str, PolicyConfig]:
+        return {name: p.to_config(name) for name, p in self.policies.items()}
+
+
+def load_settings(config: Path | None = None, flags: Sequence[str] = ()) -> Settings:
+    """Merge defaults, the TOML file (if any), BANDITD_* env vars and command-line flags."""
+    if config is not None and not config.is_file():
+        raise FileNotFoundError(f"config file {config} does not exist")
+
+    class _Merged(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+            return tuple(sources)
+
+    kwargs: dict[str, Any] = {}
+    if flags:
+        kwargs["_cli_parse_args"] = list(flags)
+        kwargs["_cli_prog_name"] = "banditd serve"
+    return _Merged(**kwargs)

@@ -1,0 +1,1 @@
+"""Delayed feedback: joining rewards to logged decisions."""

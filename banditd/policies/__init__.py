@@ -1,0 +1,1 @@
+"""Policy math. PURE: numpy and scipy only, no I/O, no logging."""

@@ -1,0 +1,47 @@
+"""Turning per-arm scores into a choice and its propensity. PURE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from banditd.policies.linear import Vector
+
+# Scores within this relative distance of the best count as tied.
+TIE_RTOL = 1e-12
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Which candidate a policy picked, and why.
+
+    Arrays are indexed like the candidates. score = estimate + bonus − penalty; propensity is
+    the probability the policy gives each candidate for this context (it sums to 1).
+    """
+
+    index: int
+    estimate: Vector
+    bonus: Vector
+    penalty: Vector
+    score: Vector
+    propensity: Vector
+
+
+def greedy_propensities(score: Vector, epsilon: float) -> Vector:
+    """Propensities of "argmax, ties broken uniformly, with probability ε a uniform arm".
+
+    p_a = (1−ε)·1[a tied for best]/#tied + ε/K. With ε = 0 a unique best arm has p = 1.
+    """
+    best = float(score.max())
+    tied = score >= best - TIE_RTOL * max(1.0, abs(best))
+    k = score.shape[0]
+    probabilities: Vector = (1.0 - epsilon) * tied / tied.sum() + epsilon / k
+    return probabilities
+
+
+def draw(probabilities: Vector, rng: np.random.Generator) -> int:
+    """Sample an index with the given probabilities (one uniform draw)."""
+    cdf = np.cumsum(probabilities)
+    index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    return min(index, int(probabilities.shape[0]) - 1)

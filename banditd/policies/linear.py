@@ -1,0 +1,125 @@
+"""Ridge-regression sufficient statistics shared by LinUCB and linear Thompson sampling.
+
+PURE: numpy only. One arm (or one shared model) is summarised by
+
+    S = Σ w_i x_i x_iᵀ          (the data part of the Gram matrix)
+    b = Σ w_i r_i x_i
+    A = λI + S                  (ridge-regularised Gram matrix)
+    θ = A⁻¹ b                   (ridge estimate)
+
+S, b and n are additive, so updates commute and can be applied by any replica in any order.
+A⁻¹ and θ are derived. `update` keeps them current with a Sherman–Morrison rank-one step,
+O(d²); only `decay` (once per decay epoch) and `from_sums` (a state fetched from a store)
+pay an O(d³) factorisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float64]  # shape (d,)
+Matrix = npt.NDArray[np.float64]  # shape (d, d)
+
+# Re-derive A⁻¹ from S every this many rank-one steps, so rounding error cannot accumulate.
+REFRESH_EVERY = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ArmState:
+    """Sufficient statistics of one linear model plus its derived inverse.
+
+    s: S = Σ w x xᵀ; a_inv: (λI + S)⁻¹; b: Σ w r x; theta: A⁻¹ b; n: rewards learned from;
+    l2: the ridge strength λ the inverse was built with; steps: rank-one steps since a refresh.
+    """
+
+    s: Matrix
+    a_inv: Matrix
+    b: Vector
+    theta: Vector
+    n: int
+    l2: float
+    steps: int = 0
+
+    @property
+    def dim(self) -> int:
+        return int(self.b.shape[0])
+
+
+def prior(dim: int, l2: float) -> ArmState:
+    """The state before any reward: S = 0, A = λI, θ = 0."""
+    if dim <= 0 or l2 <= 0:
+        raise ValueError(f"need dim > 0 and l2 > 0, got dim={dim} l2={l2}")
+    zeros = np.zeros(dim)
+    return ArmState(np.zeros((dim, dim)), np.eye(dim) / l2, zeros, zeros, 0, l2)
+
+
+def from_sums(s: Matrix, b: Vector, n: int, l2: float) -> ArmState:
+    """Rebuild the derived inverse from stored sums: A⁻¹ = (λI + S)⁻¹ (O(d³), via Cholesky)."""
+    dim = b.shape[0]
+    a = s + l2 * np.eye(dim)
+    a = 0.5 * (a + a.T)
+    chol = np.linalg.cholesky(a)
+    chol_inv = np.linalg.inv(chol)
+    a_inv = chol_inv.T @ chol_inv
+    return ArmState(s, a_inv, b, a_inv @ b, n, l2)
+
+
+def update(state: ArmState, x: Vector, reward: float, weight: float = 1.0) -> ArmState:
+    """Add one weighted observation: S += w x xᵀ, b += w r x, A⁻¹ by Sherman–Morrison.
+
+    (A + w x xᵀ)⁻¹ = A⁻¹ − w (A⁻¹x)(A⁻¹x)ᵀ / (1 + w xᵀA⁻¹x), O(d²).
+    """
+    if weight <= 0:
+        raise ValueError(f"weight must be > 0, got {weight}")
+    s = state.s + weight * np.outer(x, x)
+    b = state.b + (weight * reward) * x
+    steps = state.steps + 1
+    if steps >= REFRESH_EVERY:
+        return from_sums(s, b, state.n + 1, state.l2)
+    a_inv_x = state.a_inv @ x
+    a_inv = state.a_inv - np.outer(a_inv_x, a_inv_x) * (weight / (1.0 + weight * (x @ a_inv_x)))
+    return ArmState(s, a_inv, b, a_inv @ b, state.n + 1, state.l2, steps)
+
+
+def decay(state: ArmState, factor: float) -> ArmState:
+    """Stabilised forgetting: S ← γS, b ← γb, so A = λI + γS never drops below λI.
+
+    Plain forgetting of A (A ← γA) lets unobserved directions shrink to zero and A⁻¹ blow up;
+    decaying only the data part keeps the prior, so the state stays well conditioned.
+    """
+    if not 0.0 < factor <= 1.0:
+        raise ValueError(f"decay factor must be in (0, 1], got {factor}")
+    if factor == 1.0:
+        return state
+    return from_sums(factor * state.s, factor * state.b, state.n, state.l2)
+
+
+def estimate_and_width(state: ArmState, x: Vector) -> tuple[float, float]:
+    """θ·x and the confidence width sqrt(xᵀA⁻¹x)."""
+    var = float(x @ state.a_inv @ x)
+    return float(state.theta @ x), float(np.sqrt(max(var, 0.0)))
+
+
+def batch_solve(xs: npt.NDArray[np.float64], rs: Vector, l2: float) -> tuple[Matrix, Vector]:
+    """The direct ridge solution for a whole history: (A⁻¹, θ) with A = λI + XᵀX, θ = A⁻¹Xᵀr.
+
+    Reference for tests and the simulator; O(nd² + d³).
+    """
+    dim = xs.shape[1]
+    a = l2 * np.eye(dim) + xs.T @ xs
+    a_inv = np.asarray(np.linalg.inv(a), dtype=np.float64)
+    theta = np.asarray(a_inv @ (xs.T @ rs), dtype=np.float64)
+    return a_inv, theta
+
+
+def interaction(x: Vector, z: Vector) -> Vector:
+    """The shared model's vector for context x and arm features z: x ⊗ [1, z].
+
+    Its first d entries are x itself (effects common to all arms); the rest are x·z_j
+    interactions, so arms with similar features get similar estimates.
+    """
+    out = np.asarray(np.kron(x, np.concatenate(([1.0], z))), dtype=np.float64)
+    return out

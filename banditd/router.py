@@ -1,0 +1,373 @@
+"""The application core: Route and Feedback over the ports in banditd/types.py.
+
+No grpc, redis or onnxruntime types here. The server (server/service.py) and the simulator
+(sim/replay.py) drive the same Router, so offline replays run the daemon's own decision code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from banditd.errors import (
+    DecisionExpiredError,
+    DecisionNotFoundError,
+    InvalidRequestError,
+    UnknownPolicyError,
+)
+from banditd.policies import linucb, thompson
+from banditd.policies.choice import Choice
+from banditd.policies.linear import Vector, interaction
+from banditd.policies.spec import PolicyConfig
+from banditd.types import (
+    ArmId,
+    Candidate,
+    Clock,
+    Context,
+    FeatureExtractor,
+    ModelKey,
+    ModelSpec,
+    ModelStore,
+    Outcome,
+    PendingDecision,
+    Settlement,
+    TraceSink,
+)
+
+ARM_ID = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
+SEGMENT = re.compile(r"^[^\s\x00-\x1f]{0,128}$")
+SHARED_ARM = "*"  # the store key of a shared model's single state
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    decision_id: str
+    arm: ArmId
+    propensity: float
+    candidates: tuple[ArmId, ...]
+    choice: Choice
+    pulls: tuple[int, ...]
+    model_version: int
+    algorithm: str
+    degraded: bool
+    fingerprint: str
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackResult:
+    outcome: Outcome  # APPLIED or DUPLICATE
+    arm: ArmId
+    reward: float
+    model_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    config: PolicyConfig
+    extractor: FeatureExtractor
+    spec: ModelSpec
+    params: linucb.LinUCBParams | thompson.ThompsonParams
+    arms: frozenset[ArmId]
+
+
+def model_spec(policy: PolicyConfig, dim: int) -> ModelSpec:
+    """What the store needs to know of a policy whose update vectors have length `dim`."""
+    return ModelSpec(
+        dim=dim,
+        l2=policy.l2,
+        decay_factor=policy.decay_factor,
+        decay_interval_s=policy.decay_interval_s,
+        default_reward=policy.default_reward,
+    )
+
+
+def new_decision_id(policy: str) -> str:
+    return f"{policy}:{secrets.token_hex(12)}"
+
+
+def policy_of(decision_id: str) -> str:
+    policy, sep, rest = decision_id.rpartition(":")
+    if not sep or not policy or not rest:
+        raise InvalidRequestError(
+            f"decision_id {decision_id[:80]!r} is not one this daemon issued (expected"
+            " '<policy>:<hex>' as returned by Route)"
+        )
+    return policy
+
+
+class Router:
+    """Decides, logs pending decisions, and joins rewards to them."""
+
+    def __init__(
+        self,
+        policies: Mapping[str, PolicyConfig],
+        extractor_for: Callable[[PolicyConfig], FeatureExtractor],
+        store: ModelStore,
+        clock: Clock,
+        rng: np.random.Generator,
+        trace: TraceSink | None = None,
+        template: PolicyConfig | None = None,
+        new_id: Callable[[str], str] = new_decision_id,
+    ) -> None:
+        self._extractor_for = extractor_for
+        self._policies = {name: self._build(cfg) for name, cfg in policies.items()}
+        self._store = store
+        self._clock = clock
+        self._rng = rng
+        self._trace = trace
+        self._template = template
+        self._new_id = new_id
+
+    # -- policies ------------------------------------------------------------------------
+    def _build(self, config: PolicyConfig) -> _Policy:
+        extractor = self._extractor_for(config)
+        dim = (
+            extractor.dim * (1 + config.arm_features) if config.model == "shared" else extractor.dim
+        )
+        params: linucb.LinUCBParams | thompson.ThompsonParams
+        if config.algorithm == "linucb":
+            params = linucb.LinUCBParams(config.alpha, config.l2, config.epsilon)
+        else:
+            params = thompson.ThompsonParams(config.v, config.l2, config.epsilon)
+        return _Policy(config, extractor, model_spec(config, dim), params, frozenset(config.arms))
+
+    def policy(self, name: str) -> PolicyConfig:
+        return self._resolve(name).config
+
+    @property
+    def policy_names(self) -> list[str]:
+        return sorted(self._policies)
+
+    def specs(self) -> dict[str, ModelSpec]:
+        return {name: p.spec for name, p in self._policies.items()}
+
+    def _resolve(self, name: str) -> _Policy:
+        policy = self._policies.get(name)
+        if policy is not None:
+            return policy
+        if self._template is None:
+            known = ", ".join(sorted(self._policies)) or "none"
+            raise UnknownPolicyError(
+                f"unknown policy {name!r}; declared policies: {known}"
+                " (declare it in the config or set auto_create_policies)"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise InvalidRequestError(
+                f"policy name {name[:80]!r} must match [A-Za-z0-9_.-]{{1,64}}"
+            )
+        config = dataclasses.replace(self._template, name=name)
+        policy = self._policies[name] = self._build(config)
+        return policy
+
+    # -- Route ---------------------------------------------------------------------------
+    async def route(
+        self, policy_name: str, segment: str, context: Context, candidates: Sequence[Candidate]
+    ) -> RouteResult:
+        policy = self._resolve(policy_name)
+        config = policy.config
+        ids = self._check_candidates(policy, segment, candidates)
+        x = await policy.extractor.extract(context)
+        if config.model == "shared":
+            xs = [interaction(x, np.asarray(c.features, dtype=np.float64)) for c in candidates]
+            keys: Sequence[ArmId] = (SHARED_ARM,)
+        else:
+            xs = [x] * len(candidates)
+            keys = ids
+        key = ModelKey(config.name, segment)
+        snapshot = await self._store.load(key, keys, policy.spec)
+        states = (
+            [snapshot.arms[SHARED_ARM]] * len(ids)
+            if config.model == "shared"
+            else [snapshot.arms[arm] for arm in ids]
+        )
+        penalty = np.fromiter(
+            (config.price.cost * c.cost + config.price.latency_ms * c.expected_latency_ms
+             for c in candidates),
+            dtype=np.float64, count=len(candidates),
+        )  # fmt: skip
+        if isinstance(policy.params, linucb.LinUCBParams):
+            choice = linucb.choose(states, xs, penalty, policy.params, self._rng)
+        else:
+            choice = thompson.choose(states, xs, penalty, policy.params, self._rng)
+        now = self._clock.now()
+        decision_id = self._new_id(config.name)
+        arm = ids[choice.index]
+        propensity = float(choice.propensity[choice.index])
+        deadline = now + config.reward_wait_s
+        pending = PendingDecision(
+            decision_id, config.name, segment, arm, xs[choice.index], propensity,
+            snapshot.version, now, deadline,
+        )  # fmt: skip
+        await self._store.record(pending)
+        if self._trace is not None:
+            self._trace.write(_decision_record(pending, context, candidates, choice, x))
+        return RouteResult(
+            decision_id, arm, propensity, ids, choice, tuple(s.n for s in states),
+            snapshot.version, config.algorithm, snapshot.degraded, policy.extractor.fingerprint,
+            deadline,
+        )  # fmt: skip
+
+    def _check_candidates(
+        self, policy: _Policy, segment: str, candidates: Sequence[Candidate]
+    ) -> tuple[ArmId, ...]:
+        config = policy.config
+        if not candidates:
+            raise InvalidRequestError("no candidates: send at least one arm to choose from")
+        if len(candidates) > config.max_candidates:
+            raise InvalidRequestError(
+                f"{len(candidates)} candidates; policy {config.name!r} allows at most"
+                f" {config.max_candidates} (max_candidates)"
+            )
+        if not SEGMENT.match(segment):
+            raise InvalidRequestError("segment must be at most 128 printable non-space characters")
+        ids = tuple(c.id for c in candidates)
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            raise InvalidRequestError(f"duplicate candidate ids {dupes}")
+        for c in candidates:
+            if not ARM_ID.match(c.id):
+                raise InvalidRequestError(
+                    f"candidate id {c.id[:80]!r} must be 1-128 printable non-space characters"
+                )
+            if policy.arms and c.id not in policy.arms and not config.allow_new_arms:
+                raise InvalidRequestError(
+                    f"unknown arm {c.id!r} for policy {config.name!r}; declared arms:"
+                    f" {sorted(policy.arms)} (or set allow_new_arms)"
+                )
+            if not (math.isfinite(c.cost) and math.isfinite(c.expected_latency_ms)):
+                raise InvalidRequestError(f"candidate {c.id!r} has a non-finite cost or latency")
+            if c.expected_latency_ms < 0:
+                raise InvalidRequestError(f"candidate {c.id!r} has a negative expected latency")
+            if config.model == "shared":
+                if len(c.features) != config.arm_features:
+                    raise InvalidRequestError(
+                        f"candidate {c.id!r} has {len(c.features)} features; policy"
+                        f" {config.name!r} expects {config.arm_features} (arm_features)"
+                    )
+                if not all(math.isfinite(v) for v in c.features):
+                    raise InvalidRequestError(f"candidate {c.id!r} has non-finite features")
+            elif c.features:
+                raise InvalidRequestError(
+                    f"candidate {c.id!r} has features but policy {config.name!r} is disjoint"
+                    " (per-arm features need model = 'shared')"
+                )
+        if not policy.arms and not config.allow_new_arms:
+            raise InvalidRequestError(
+                f"policy {config.name!r} declares no arms; declare arms or set allow_new_arms"
+            )
+        return ids
+
+    # -- Feedback ------------------------------------------------------------------------
+    async def feedback(
+        self, decision_id: str, reward: float | None, metrics: Mapping[str, float]
+    ) -> FeedbackResult:
+        policy = self._policies.get(policy_of(decision_id))
+        if policy is None:
+            raise DecisionNotFoundError(f"decision {decision_id!r} is unknown (unknown policy)")
+        value = self._reward(policy.config, reward, metrics)
+        now = self._clock.now()
+        settled = await self._store.settle(decision_id, value, now, policy.spec)
+        if self._trace is not None and settled.outcome is not Outcome.UNKNOWN:
+            self._trace.write(_outcome_record(settled, now, value))
+        match settled.outcome:
+            case Outcome.APPLIED | Outcome.DUPLICATE:
+                applied = value if settled.reward is None else settled.reward
+                return FeedbackResult(settled.outcome, settled.arm, applied, settled.model_version)
+            case Outcome.EXPIRED:
+                rule = (
+                    "dropped it" if settled.reward is None
+                    else f"applied its default reward {settled.reward}"
+                )  # fmt: skip
+                raise DecisionExpiredError(
+                    f"decision {decision_id!r} expired: its reward wait window"
+                    f" ({policy.config.reward_wait_s:g} s) ended at unix time"
+                    f" {settled.settled_at:.3f} and the policy {rule}; this reward was not applied"
+                )
+            case _:
+                raise DecisionNotFoundError(
+                    f"decision {decision_id!r} is unknown: never issued, or settled longer ago"
+                    " than store.tombstone_ttl_s"
+                )
+
+    @staticmethod
+    def _reward(config: PolicyConfig, reward: float | None, metrics: Mapping[str, float]) -> float:
+        for name, value in metrics.items():
+            if not math.isfinite(value):
+                raise InvalidRequestError(f"metric {name!r} is {value}; metrics must be finite")
+        if reward is None:
+            if not metrics:
+                raise InvalidRequestError("feedback needs a reward or metrics")
+            try:
+                reward = config.reward.combine(metrics)
+            except ValueError as exc:
+                raise InvalidRequestError(str(exc)) from None
+        if not math.isfinite(reward):
+            raise InvalidRequestError(f"reward is {reward}; rewards must be finite")
+        return reward
+
+    # -- expiry --------------------------------------------------------------------------
+    async def expire(self, limit: int = 1000) -> list[Settlement]:
+        """Settle decisions whose reward wait window ended (default reward or drop)."""
+        now = self._clock.now()
+        settled = await self._store.expire(now, limit, self.specs())
+        if self._trace is not None:
+            for s in settled:
+                self._trace.write(_outcome_record(s, now, None))
+        return settled
+
+
+def _decision_record(
+    pending: PendingDecision,
+    context: Context,
+    candidates: Sequence[Candidate],
+    choice: Choice,
+    x: Vector,
+) -> dict[str, object]:
+    return {
+        "type": "decision",
+        "t": pending.created_at,
+        "decision_id": pending.decision_id,
+        "policy": pending.policy,
+        "segment": pending.segment,
+        "arm": pending.arm,
+        "propensity": pending.propensity,
+        "model_version": pending.model_version,
+        "deadline": pending.deadline,
+        "x": x.tolist(),
+        "context": {
+            "features": dict(context.features),
+            "categorical": dict(context.categorical),
+        },
+        "candidates": [
+            {
+                "id": c.id,
+                "features": list(c.features),
+                "cost": c.cost,
+                "expected_latency_ms": c.expected_latency_ms,
+            }
+            for c in candidates
+        ],
+        "scores": choice.score.tolist(),
+        "propensities": choice.propensity.tolist(),
+    }
+
+
+def _outcome_record(settled: Settlement, now: float, reported: float | None) -> dict[str, object]:
+    """`reward` is what the model learned (None: nothing); `reported` what feedback carried."""
+    return {
+        "type": "outcome",
+        "t": now,
+        "decision_id": settled.decision_id,
+        "outcome": settled.outcome.value,
+        "arm": settled.arm,
+        "reward": settled.reward if settled.outcome is not Outcome.DUPLICATE else None,
+        "reported": reported,
+        "model_version": settled.model_version,
+    }

@@ -1,0 +1,184 @@
+"""The composition root: Settings -> store, extractors, router, gRPC server; serve until SIGTERM.
+
+Shutdown order (SIGTERM or SIGINT): health goes NOT_SERVING (readiness fails, Kubernetes stops
+sending traffic), the server stops accepting and drains in-flight RPCs for `grace_s`, then the
+expiry sweeper stops, the trace is flushed and the store closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from banditd.api.v1 import bandit_pb2 as pb
+from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+from banditd.config import Settings
+from banditd.features.schema import NumericExtractor
+from banditd.policies.spec import PolicyConfig
+from banditd.router import Router
+from banditd.server.interceptors import LogContextInterceptor
+from banditd.server.metrics import Metrics
+from banditd.server.service import RouterService
+from banditd.sim.traces import JsonlTraceWriter
+from banditd.state.memory_store import InMemoryModelStore
+from banditd.types import FeatureExtractor, ModelStore
+
+log = structlog.get_logger("banditd.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Router"].full_name
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+def extractor_factory(settings: Settings) -> Callable[[PolicyConfig], FeatureExtractor]:
+    del settings  # the ONNX text pipeline will read its model paths from here
+
+    def build(policy: PolicyConfig) -> FeatureExtractor:
+        return NumericExtractor(policy.numeric, policy.allow_unknown_features)
+
+    return build
+
+
+def build_store(settings: Settings) -> ModelStore:
+    if settings.store.backend == "memory":
+        return InMemoryModelStore(
+            max_pending=settings.store.max_pending,
+            tombstone_ttl_s=settings.store.tombstone_ttl_s,
+        )
+    raise NotImplementedError(f"store backend {settings.store.backend!r} is not available yet")
+
+
+@dataclass
+class Daemon:
+    """Everything `serve` runs; tests build one in-process with `build_daemon`."""
+
+    settings: Settings
+    router: Router
+    store: ModelStore
+    metrics: Metrics
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    trace: JsonlTraceWriter | None = None
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(self.settings.server.grace_s if grace_s is None else grace_s)
+        if self.trace is not None:
+            self.trace.flush()
+            self.trace.close()
+        await self.store.close()
+
+    async def sweep_forever(self) -> None:
+        """Settle expired decisions every sweep_interval_s (default reward or drop)."""
+        interval = self.settings.server.sweep_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            await self.sweep_once()
+
+    async def sweep_once(self) -> int:
+        try:
+            settled = await self.router.expire()
+        except Exception:
+            self.metrics.store_errors.inc()
+            log.exception("feedback.sweep_failed")
+            return 0
+        for s in settled:
+            self.metrics.feedback.labels(s.outcome.value).inc()
+            log.info("feedback.expired", decision_id=s.decision_id, outcome=s.outcome.value,
+                     arm=s.arm, reward=s.reward)  # fmt: skip
+        pending = getattr(self.store, "pending_count", None)
+        if isinstance(pending, int):
+            self.metrics.pending.set(pending)
+        return len(settled)
+
+
+def build_daemon(
+    settings: Settings, store: ModelStore | None = None, clock: SystemClock | None = None
+) -> Daemon:
+    store = store if store is not None else build_store(settings)
+    trace = JsonlTraceWriter(Path(settings.trace_path)) if settings.trace_path else None
+    template = settings.policy_template.to_config("template")
+    router = Router(
+        settings.policy_configs(),
+        extractor_factory(settings),
+        store,
+        clock or SystemClock(),
+        np.random.default_rng(settings.seed),
+        trace=trace,
+        template=template if settings.auto_create_policies else None,
+    )
+    metrics = Metrics()
+    max_bytes = settings.server.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[LogContextInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", max_bytes),
+            ("grpc.max_send_message_length", max_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_RouterServicer_to_server(  # type: ignore[no-untyped-call]
+        RouterService(router, metrics), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(settings.server.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.server.listen}")
+    return Daemon(settings, router, store, metrics, server, health_servicer, port, trace)
+
+
+async def serve(settings: Settings) -> None:
+    """Run the daemon until SIGTERM/SIGINT, then shut down gracefully."""
+    daemon = build_daemon(settings)
+    metrics_port = None
+    if settings.server.metrics_listen:
+        host, _, port = settings.server.metrics_listen.rpartition(":")
+        http_server, _thread = start_http_server(
+            int(port), addr=host.strip("[]") or "0.0.0.0", registry=daemon.metrics.registry
+        )
+        metrics_port = http_server.server_port
+    await daemon.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sweeper = asyncio.create_task(daemon.sweep_forever())
+    log.info(
+        "server.started", port=daemon.port, metrics_port=metrics_port,
+        policies=daemon.router.policy_names, store=settings.store.backend,
+    )  # fmt: skip
+    if not daemon.router.policy_names and not settings.auto_create_policies:
+        log.warning("server.no_policies", hint="declare [policies.<name>] in the config file")
+    await stop.wait()
+    log.info("server.stopping", grace_s=settings.server.grace_s)
+    await daemon.stop()
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    log.info("server.stopped")

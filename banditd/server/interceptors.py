@@ -1,0 +1,29 @@
+"""Server interceptors: bind rpc + request_id so every log line of an RPC carries them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+
+class LogContextInterceptor(grpc.aio.ServerInterceptor):
+    """Binds `rpc` and `request_id` (from x-request-id metadata, or a new one)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        metadata: dict[str, Any] = dict(handler_call_details.invocation_metadata or ())
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            rpc=handler_call_details.method.rsplit("/", 1)[-1],
+            request_id=metadata.get("x-request-id") or uuid.uuid4().hex,
+        )
+        return await continuation(handler_call_details)

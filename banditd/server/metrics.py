@@ -1,0 +1,48 @@
+"""Prometheus metrics of one daemon (own registry, so tests can run several servers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (
+    0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "banditd_rpc_requests", "RPCs by method and gRPC status code", ["rpc", "code"],
+            registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "banditd_rpc_latency_seconds", "RPC handler latency", ["rpc"],
+            buckets=_LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.decisions = Counter(
+            "banditd_decisions", "Route decisions by policy", ["policy"], registry=r
+        )
+        self.feedback = Counter(
+            "banditd_feedback_outcomes",
+            "How decisions ended: applied, duplicate, expired, unknown, defaulted, dropped",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.pending = Gauge(
+            "banditd_pending_decisions", "Decisions waiting for their reward", registry=r
+        )
+        self.model_version = Gauge(
+            "banditd_model_version", "Latest model version seen per policy", ["policy"],
+            registry=r,
+        )  # fmt: skip
+        self.degraded = Gauge(
+            "banditd_degraded", "1 while Route answers from a cached model", registry=r
+        )
+        self.store_errors = Counter(
+            "banditd_store_errors", "Errors talking to the state store", registry=r
+        )

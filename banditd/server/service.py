@@ -1,0 +1,170 @@
+"""RouterService: protobuf <-> domain, one error -> status table, one log line per RPC.
+
+No policy math and no store access here: everything goes through banditd.router.Router.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import grpc
+import structlog
+
+from banditd.api.v1 import bandit_pb2 as pb
+from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+from banditd.errors import (
+    BanditdError,
+    DecisionExpiredError,
+    DecisionNotFoundError,
+    FailedPreconditionError,
+    InvalidRequestError,
+    StateUnavailableError,
+)
+from banditd.router import FeedbackResult, Router, RouteResult
+from banditd.server.metrics import Metrics
+from banditd.types import Candidate, Context, Outcome
+
+log = structlog.get_logger("banditd.rpc")
+
+_STATUS: dict[type[BanditdError], grpc.StatusCode] = {
+    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    DecisionNotFoundError: grpc.StatusCode.NOT_FOUND,
+    FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    StateUnavailableError: grpc.StatusCode.UNAVAILABLE,
+}
+
+_FEEDBACK_STATUS = {
+    Outcome.APPLIED: pb.FEEDBACK_STATUS_APPLIED,
+    Outcome.DUPLICATE: pb.FEEDBACK_STATUS_DUPLICATE,
+}
+
+MAX_TEXT_BYTES = 256 * 1024
+
+
+def status_for(exc: BanditdError) -> grpc.StatusCode:
+    """The most specific mapped class in the exception's MRO wins."""
+    return next((_STATUS[t] for t in type(exc).__mro__ if t in _STATUS), grpc.StatusCode.INTERNAL)
+
+
+async def _abort(ctx: grpc.aio.ServicerContext[Any, Any], exc: BanditdError) -> NoReturn:
+    await ctx.abort(status_for(exc), str(exc))
+    raise AssertionError("unreachable")  # ctx.abort always raises
+
+
+def to_context(msg: pb.Context) -> Context:
+    if len(msg.text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+        raise InvalidRequestError(f"context.text is over {MAX_TEXT_BYTES} bytes")
+    return Context(
+        text=msg.text,
+        features=dict(msg.features),
+        categorical=dict(msg.categorical),
+        embedding=tuple(msg.embedding),
+    )
+
+
+def to_candidates(msgs: Any) -> list[Candidate]:
+    return [Candidate(c.id, tuple(c.features), c.cost, c.expected_latency_ms) for c in msgs]
+
+
+def to_route_response(result: RouteResult) -> pb.RouteResponse:
+    choice = result.choice
+    scores = [
+        pb.ArmScore(
+            arm_id=arm,
+            estimate=float(choice.estimate[i]),
+            bonus=float(choice.bonus[i]),
+            penalty=float(choice.penalty[i]),
+            score=float(choice.score[i]),
+            propensity=float(choice.propensity[i]),
+            pulls=result.pulls[i],
+        )
+        for i, arm in enumerate(result.candidates)
+    ]
+    return pb.RouteResponse(
+        decision_id=result.decision_id,
+        arm_id=result.arm,
+        propensity=result.propensity,
+        scores=scores,
+        model_version=result.model_version,
+        algorithm=result.algorithm,
+        degraded=result.degraded,
+        pipeline_fingerprint=result.fingerprint,
+        feedback_deadline_unix_s=result.deadline,
+    )
+
+
+def to_feedback_response(result: FeedbackResult) -> pb.FeedbackResponse:
+    return pb.FeedbackResponse(
+        status=_FEEDBACK_STATUS[result.outcome],
+        arm_id=result.arm,
+        reward=result.reward,
+        model_version=result.model_version,
+    )
+
+
+class RouterService(pb_grpc.RouterServicer):
+    """The banditd.v1.Router gRPC service."""
+
+    def __init__(self, router: Router, metrics: Metrics) -> None:
+        self._router = router
+        self._metrics = metrics
+
+    def _done(self, rpc: str, started: float, code: grpc.StatusCode, **fields: Any) -> None:
+        elapsed = time.perf_counter() - started
+        self._metrics.requests.labels(rpc, code.name).inc()
+        self._metrics.latency.labels(rpc).observe(elapsed)
+        level = "info" if code is grpc.StatusCode.OK else "warning"
+        getattr(log, level)(
+            "rpc.completed", rpc=rpc, code=code.name, latency_ms=round(elapsed * 1e3, 3), **fields
+        )
+
+    async def Route(
+        self, request: pb.RouteRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RouteResponse:
+        started = time.perf_counter()
+        try:
+            result = await self._router.route(
+                request.policy,
+                request.segment,
+                to_context(request.context),
+                to_candidates(request.candidates),
+            )
+        except BanditdError as exc:
+            self._done("Route", started, status_for(exc), policy=request.policy, error=str(exc))
+            await _abort(context, exc)
+        self._metrics.decisions.labels(request.policy).inc()
+        self._metrics.model_version.labels(request.policy).set(result.model_version)
+        self._done(
+            "Route", started, grpc.StatusCode.OK, policy=request.policy, segment=request.segment,
+            arm=result.arm, propensity=round(result.propensity, 6), k=len(result.candidates),
+            decision_id=result.decision_id, model_version=result.model_version,
+            degraded=result.degraded,
+        )  # fmt: skip
+        return to_route_response(result)
+
+    async def Feedback(
+        self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.FeedbackResponse:
+        started = time.perf_counter()
+        reward = request.reward if request.HasField("reward") else None
+        metrics: Mapping[str, float] = dict(request.metrics)
+        try:
+            result = await self._router.feedback(request.decision_id, reward, metrics)
+        except BanditdError as exc:
+            if isinstance(exc, DecisionNotFoundError):
+                outcome = "expired" if isinstance(exc, DecisionExpiredError) else "unknown"
+                self._metrics.feedback.labels(outcome).inc()
+            self._done(
+                "Feedback", started, status_for(exc), decision_id=request.decision_id,
+                error=str(exc),
+            )  # fmt: skip
+            await _abort(context, exc)
+        self._metrics.feedback.labels(result.outcome.value).inc()
+        self._done(
+            "Feedback", started, grpc.StatusCode.OK, decision_id=request.decision_id,
+            outcome=result.outcome.value, arm=result.arm, reward=result.reward,
+            model_version=result.model_version,
+        )  # fmt: skip
+        return to_feedback_response(result)

@@ -1,0 +1,213 @@
+"""InMemoryModelStore: the embedded default store (one process), also used by the simulator.
+
+Every method runs to completion without awaiting, so on one event loop each call is atomic:
+a decision is settled exactly once. Bounded: at most `max_pending` pending decisions and
+`max_tombstones` remembered outcomes (oldest forgotten first, after `tombstone_ttl_s`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from banditd.errors import StateUnavailableError
+from banditd.feedback.joiner import Tombstone, Verdict, expiry_outcome, join
+from banditd.policies import linear
+from banditd.policies.linear import ArmState
+from banditd.types import (
+    ArmId,
+    DecisionId,
+    ModelKey,
+    ModelSnapshot,
+    ModelSpec,
+    Outcome,
+    PendingDecision,
+    Settlement,
+)
+
+
+@dataclass(slots=True)
+class _Model:
+    arms: dict[ArmId, ArmState]
+    epochs: dict[ArmId, int]
+    version: int = 0
+
+
+class InMemoryModelStore:
+    """ModelStore in a dict. Not shared between processes; lost on restart."""
+
+    def __init__(
+        self,
+        max_pending: int = 1_000_000,
+        max_tombstones: int = 1_000_000,
+        tombstone_ttl_s: float = 86_400.0,
+    ) -> None:
+        self._models: dict[ModelKey, _Model] = {}
+        self._pending: dict[DecisionId, PendingDecision] = {}
+        self._deadlines: list[tuple[float, DecisionId]] = []
+        self._tombstones: OrderedDict[DecisionId, Tombstone] = OrderedDict()
+        self._priors: dict[tuple[int, float], ArmState] = {}
+        self._max_pending = max_pending
+        self._max_tombstones = max_tombstones
+        self._tombstone_ttl_s = tombstone_ttl_s
+
+    # -- reads ---------------------------------------------------------------------------
+    async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
+        return self.load_now(key, arms, spec)
+
+    def load_now(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
+        """Synchronous `load` (the simulator's hot loop calls this directly)."""
+        model = self._models.get(key)
+        prior = self._prior(spec)
+        if model is None:
+            return ModelSnapshot(dict.fromkeys(arms, prior), 0)
+        states = model.arms
+        return ModelSnapshot({arm: states.get(arm, prior) for arm in arms}, model.version)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def models(self) -> dict[ModelKey, dict[ArmId, ArmState]]:
+        """Every stored model's states (admin and tests)."""
+        return {key: dict(model.arms) for key, model in self._models.items()}
+
+    # -- writes --------------------------------------------------------------------------
+    async def record(self, decision: PendingDecision) -> None:
+        self.record_now(decision)
+
+    def record_now(self, decision: PendingDecision) -> None:
+        if len(self._pending) >= self._max_pending:
+            raise StateUnavailableError(
+                f"{len(self._pending)} decisions are pending, the limit of this in-memory store;"
+                " send feedback, shorten reward_wait_s or raise store.max_pending"
+            )
+        self._pending[decision.decision_id] = decision
+        heapq.heappush(self._deadlines, (decision.deadline, decision.decision_id))
+
+    async def settle(
+        self, decision_id: DecisionId, reward: float, now: float, spec: ModelSpec
+    ) -> Settlement:
+        return self.settle_now(decision_id, reward, now, spec)
+
+    def settle_now(
+        self, decision_id: DecisionId, reward: float, now: float, spec: ModelSpec
+    ) -> Settlement:
+        pending = self._pending.get(decision_id)
+        tomb = self._tombstones.get(decision_id)
+        verdict = join(pending, tomb, now)
+        if verdict is Verdict.APPLY:
+            assert pending is not None
+            return self._end(pending, Outcome.APPLIED, reward, now, spec)
+        if verdict is Verdict.EXPIRE:
+            assert pending is not None
+            ended = self._end(pending, *expiry_outcome(spec.default_reward), now, spec)
+            return Settlement(
+                Outcome.EXPIRED, decision_id, ended.arm, ended.policy, ended.segment,
+                ended.reward, ended.model_version, pending.deadline,
+            )  # fmt: skip
+        if tomb is None:
+            return Settlement(Outcome.UNKNOWN, decision_id)
+        outcome = Outcome.DUPLICATE if verdict is Verdict.DUPLICATE else Outcome.EXPIRED
+        return Settlement(
+            outcome, decision_id, tomb.arm, reward=tomb.reward,
+            model_version=tomb.model_version, settled_at=tomb.settled_at,
+        )  # fmt: skip
+
+    async def expire(
+        self, now: float, limit: int, specs: Mapping[str, ModelSpec]
+    ) -> list[Settlement]:
+        return self.expire_now(now, limit, specs)
+
+    def expire_now(
+        self, now: float, limit: int, specs: Mapping[str, ModelSpec]
+    ) -> list[Settlement]:
+        done: list[Settlement] = []
+        while self._deadlines and len(done) < limit and self._deadlines[0][0] < now:
+            _, decision_id = heapq.heappop(self._deadlines)
+            pending = self._pending.get(decision_id)
+            if pending is None:
+                continue  # already settled by feedback
+            spec = specs.get(pending.policy)
+            if spec is None:  # policy removed since: nothing to update
+                del self._pending[decision_id]
+                done.append(Settlement(Outcome.DROPPED, decision_id, pending.arm, pending.policy,
+                                       pending.segment, None, 0, now))  # fmt: skip
+                continue
+            outcome, reward = expiry_outcome(spec.default_reward)
+            done.append(self._end(pending, outcome, reward, now, spec))
+        self._prune_tombstones(now)
+        return done
+
+    async def close(self) -> None:
+        return None
+
+    # -- internals -----------------------------------------------------------------------
+    def _prior(self, spec: ModelSpec) -> ArmState:
+        key = (spec.dim, spec.l2)
+        prior = self._priors.get(key)
+        if prior is None:
+            prior = self._priors[key] = linear.prior(spec.dim, spec.l2)
+        return prior
+
+    def _end(
+        self,
+        pending: PendingDecision,
+        outcome: Outcome,
+        reward: float | None,
+        now: float,
+        spec: ModelSpec,
+    ) -> Settlement:
+        """Remove a pending decision, apply its reward (if any), leave a tombstone."""
+        del self._pending[pending.decision_id]
+        if reward is not None:
+            version = self._apply(pending, reward, now, spec)
+        else:
+            model = self._models.get(pending.key)
+            version = model.version if model else 0
+        self._tombstones[pending.decision_id] = Tombstone(
+            pending.decision_id, outcome, pending.arm, reward, now, version
+        )
+        if len(self._tombstones) > self._max_tombstones:
+            self._tombstones.popitem(last=False)
+        return Settlement(outcome, pending.decision_id, pending.arm, pending.policy,
+                          pending.segment, reward, version, now)  # fmt: skip
+
+    def _apply(self, pending: PendingDecision, reward: float, now: float, spec: ModelSpec) -> int:
+        model = self._models.get(pending.key)
+        if model is None:
+            model = self._models[pending.key] = _Model({}, {})
+        state = model.arms.get(pending.arm) or self._prior(spec)
+        if state.dim != pending.x.shape[0]:
+            raise StateUnavailableError(
+                f"model {pending.key} arm {pending.arm!r} has dimension {state.dim} but the"
+                f" decision's vector has {pending.x.shape[0]}; was the policy's pipeline changed?"
+            )
+        if spec.decay_factor < 1.0:
+            epoch = math.floor(now / spec.decay_interval_s)
+            last = model.epochs.get(pending.arm, epoch)
+            if epoch > last:
+                state = linear.decay(state, spec.decay_factor ** (epoch - last))
+            model.epochs[pending.arm] = epoch
+        model.arms[pending.arm] = linear.update(state, pending.x, reward)
+        model.version += 1
+        return model.version
+
+    def _prune_tombstones(self, now: float) -> None:
+        horizon = now - self._tombstone_ttl_s
+        while self._tombstones:
+            first = next(iter(self._tombstones.values()))
+            if first.settled_at >= horizon:
+                break
+            self._tombstones.popitem(last=False)
+
+    # -- admin ---------------------------------------------------------------------------
+    def reset(self, policy: str) -> int:
+        """Forget every model of a policy; returns how many (policy, segment) models went."""
+        keys = [key for key in self._models if key.policy == policy]
+        for key in keys:
+            del self._models[key]
+        return len(keys)

@@ -1,0 +1,182 @@
+"""Domain values and the ports (Protocols) the application core talks to.
+
+Adapters (state/, features/, sim/, server/) implement these structurally; the core never
+imports redis, grpc or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from banditd.policies.linear import ArmState, Vector
+
+ArmId = str
+DecisionId = str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelKey:
+    """One learned model: a policy within a context segment."""
+
+    policy: str
+    segment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What a store must know about a policy's model to apply updates and expiries.
+
+    dim: length of the update vectors; l2: ridge λ; decay_factor: γ applied once per
+    decay_interval_s (1.0 = no forgetting); default_reward: applied to decisions whose reward
+    never came (None = drop them).
+    """
+
+    dim: int
+    l2: float = 1.0
+    decay_factor: float = 1.0
+    decay_interval_s: float = 3600.0
+    default_reward: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0 or self.l2 <= 0 or not 0 < self.decay_factor <= 1:
+            raise ValueError(f"invalid model spec {self}")
+        if self.decay_interval_s <= 0:
+            raise ValueError(f"decay_interval_s must be > 0, got {self.decay_interval_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The request context as the caller sent it."""
+
+    text: str = ""
+    features: Mapping[str, float] = field(default_factory=dict)
+    categorical: Mapping[str, str] = field(default_factory=dict)
+    embedding: Sequence[float] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    id: ArmId
+    features: Sequence[float] = ()
+    cost: float = 0.0
+    expected_latency_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDecision:
+    """A decision waiting for its reward: everything the update needs, and when it expires.
+
+    x is the exact vector the chosen arm was scored with (what the update adds to S and b).
+    """
+
+    decision_id: DecisionId
+    policy: str
+    segment: str
+    arm: ArmId
+    x: Vector
+    propensity: float
+    model_version: int
+    created_at: float
+    deadline: float
+
+    @property
+    def key(self) -> ModelKey:
+        return ModelKey(self.policy, self.segment)
+
+
+class Outcome(enum.Enum):
+    """How a decision ended (or why a feedback was not applied)."""
+
+    APPLIED = "applied"  # the caller's reward was applied
+    DUPLICATE = "duplicate"  # a reward was already applied; this one was not
+    EXPIRED = "expired"  # feedback came after the wait window
+    UNKNOWN = "unknown"  # no such decision (never made, or forgotten)
+    DEFAULTED = "defaulted"  # no reward came; the policy's default reward was applied
+    DROPPED = "dropped"  # no reward came; the policy drops such decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The result of settling one decision (by feedback or by expiry)."""
+
+    outcome: Outcome
+    decision_id: DecisionId
+    arm: ArmId = ""
+    policy: str = ""
+    segment: str = ""
+    reward: float | None = None
+    model_version: int = 0
+    settled_at: float = 0.0  # when the decision was first settled (for EXPIRED: its expiry)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSnapshot:
+    """The per-arm states of one model at one version, as Route scores them."""
+
+    arms: Mapping[ArmId, ArmState]
+    version: int
+    degraded: bool = False
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the Unix epoch (a fake in tests and the simulator)."""
+        ...
+
+
+class ModelStore(Protocol):
+    """Learned state and pending decisions. Settling is atomic: a decision is applied once."""
+
+    async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
+        """States of these arms (the prior for arms never updated)."""
+        ...
+
+    async def record(self, decision: PendingDecision) -> None:
+        """Log a pending decision until its deadline."""
+        ...
+
+    async def settle(
+        self, decision_id: DecisionId, reward: float, now: float, spec: ModelSpec
+    ) -> Settlement:
+        """Join a reward to its decision and update the model, exactly once.
+
+        A decision found past its deadline is settled by its expiry rule and reported EXPIRED.
+        """
+        ...
+
+    async def expire(
+        self, now: float, limit: int, specs: Mapping[str, ModelSpec]
+    ) -> list[Settlement]:
+        """Settle up to `limit` decisions whose deadline passed: DEFAULTED or DROPPED."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class FeatureExtractor(Protocol):
+    """Turns a request context into the policy's context vector."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the vector's meaning changes (names, order, scaling, model)."""
+        ...
+
+    async def extract(self, context: Context) -> Vector: ...
+
+
+class TraceSink(Protocol):
+    """Append-only decision/outcome log for replay (sim/traces.py documents the schema)."""
+
+    def write(self, record: Mapping[str, object]) -> None: ...
+
+
+def as_vector(values: Sequence[float]) -> Vector:
+    return np.asarray(values, dtype=np.float64)

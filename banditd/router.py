@@ -77,7 +77,7 @@ class _Policy:
     arms: frozenset[ArmId]
 
 
-def model_spec(policy: PolicyConfig, dim: int) -> ModelSpec:
+def model_spec(policy: PolicyConfig, dim: int, fingerprint: str = "") -> ModelSpec:
     """What the store needs to know of a policy whose update vectors have length `dim`."""
     return ModelSpec(
         dim=dim,
@@ -85,6 +85,7 @@ def model_spec(policy: PolicyConfig, dim: int) -> ModelSpec:
         decay_factor=policy.decay_factor,
         decay_interval_s=policy.decay_interval_s,
         default_reward=policy.default_reward,
+        fingerprint=f"{policy.model}:{policy.arm_features}:{fingerprint}",
     )
 
 
@@ -136,7 +137,8 @@ class Router:
             params = linucb.LinUCBParams(config.alpha, config.l2, config.epsilon)
         else:
             params = thompson.ThompsonParams(config.v, config.l2, config.epsilon)
-        return _Policy(config, extractor, model_spec(config, dim), params, frozenset(config.arms))
+        spec = model_spec(config, dim, extractor.fingerprint)
+        return _Policy(config, extractor, spec, params, frozenset(config.arms))
 
     def policy(self, name: str) -> PolicyConfig:
         return self._resolve(name).config

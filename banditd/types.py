@@ -33,7 +33,8 @@ class ModelSpec:
 
     dim: length of the update vectors; l2: ridge λ; decay_factor: γ applied once per
     decay_interval_s (1.0 = no forgetting); default_reward: applied to decisions whose reward
-    never came (None = drop them).
+    never came (None = drop them); fingerprint: of the feature pipeline (a store refuses, with
+    FailedPreconditionError, to score or update a model built under another fingerprint).
     """
 
     dim: int
@@ -41,6 +42,7 @@ class ModelSpec:
     decay_factor: float = 1.0
     decay_interval_s: float = 3600.0
     default_reward: float | None = None
+    fingerprint: str = ""  # the feature pipeline's; state built under another is refused
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.l2 <= 0 or not 0 < self.decay_factor <= 1:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from banditd.errors import StateUnavailableError
+from banditd.errors import FailedPreconditionError, StateUnavailableError
 from banditd.feedback.joiner import Tombstone, Verdict, expiry_outcome, join
 from banditd.policies import linear
 from banditd.policies.linear import ArmState
@@ -33,7 +33,18 @@ from banditd.types import (
 class _Model:
     arms: dict[ArmId, ArmState]
     epochs: dict[ArmId, int]
+    fingerprint: str
     version: int = 0
+
+
+def check_fingerprint(key: ModelKey, stored: str, spec: ModelSpec) -> None:
+    """Refuse to score or update a model trained under another feature pipeline."""
+    if stored != spec.fingerprint:
+        raise FailedPreconditionError(
+            f"model {key.policy!r}/{key.segment!r} was trained under feature pipeline"
+            f" {stored!r} but the policy now builds {spec.fingerprint!r}; reset the policy"
+            " (its state is meaningless under the new features) or restore the old pipeline"
+        )
 
 
 class InMemoryModelStore:
@@ -64,6 +75,7 @@ class InMemoryModelStore:
         prior = self._prior(spec)
         if model is None:
             return ModelSnapshot(dict.fromkeys(arms, prior), 0)
+        check_fingerprint(key, model.fingerprint, spec)
         states = model.arms
         return ModelSnapshot({arm: states.get(arm, prior) for arm in arms}, model.version)
 
@@ -179,7 +191,8 @@ class InMemoryModelStore:
     def _apply(self, pending: PendingDecision, reward: float, now: float, spec: ModelSpec) -> int:
         model = self._models.get(pending.key)
         if model is None:
-            model = self._models[pending.key] = _Model({}, {})
+            model = self._models[pending.key] = _Model({}, {}, spec.fingerprint)
+        check_fingerprint(pending.key, model.fingerprint, spec)
         state = model.arms.get(pending.arm) or self._prior(spec)
         if state.dim != pending.x.shape[0]:
             raise StateUnavailableError(

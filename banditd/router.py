@@ -205,7 +205,7 @@ class Router:
         deadline = now + config.reward_wait_s
         pending = PendingDecision(
             decision_id, config.name, segment, arm, xs[choice.index], propensity,
-            snapshot.version, now, deadline,
+            snapshot.version, now, deadline, SHARED_ARM if config.model == "shared" else "",
         )  # fmt: skip
         await self._store.record(pending)
         if self._trace is not None:

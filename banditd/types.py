@@ -73,7 +73,8 @@ class Candidate:
 class PendingDecision:
     """A decision waiting for its reward: everything the update needs, and when it expires.
 
-    x is the exact vector the chosen arm was scored with (what the update adds to S and b).
+    x is the exact vector the chosen arm was scored with (what the update adds to S and b);
+    model_arm is the state the update goes to when it is not the arm's own (shared model).
     """
 
     decision_id: DecisionId
@@ -85,10 +86,16 @@ class PendingDecision:
     model_version: int
     created_at: float
     deadline: float
+    model_arm: ArmId = ""
 
     @property
     def key(self) -> ModelKey:
         return ModelKey(self.policy, self.segment)
+
+    @property
+    def state_arm(self) -> ArmId:
+        """The arm whose state this decision's reward updates."""
+        return self.model_arm or self.arm
 
 
 class Outcome(enum.Enum):

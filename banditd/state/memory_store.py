@@ -173,13 +173,16 @@ class InMemoryModelStore:
         now: float,
         spec: ModelSpec,
     ) -> Settlement:
-        """Remove a pending decision, apply its reward (if any), leave a tombstone."""
-        del self._pending[pending.decision_id]
+        """Apply a pending decision's reward (if any), remove it, leave a tombstone.
+
+        If the update is refused (e.g. FailedPreconditionError), the decision stays pending.
+        """
         if reward is not None:
             version = self._apply(pending, reward, now, spec)
         else:
             model = self._models.get(pending.key)
             version = model.version if model else 0
+        del self._pending[pending.decision_id]
         self._tombstones[pending.decision_id] = Tombstone(
             pending.decision_id, outcome, pending.arm, reward, now, version
         )
@@ -193,19 +196,20 @@ class InMemoryModelStore:
         if model is None:
             model = self._models[pending.key] = _Model({}, {}, spec.fingerprint)
         check_fingerprint(pending.key, model.fingerprint, spec)
-        state = model.arms.get(pending.arm) or self._prior(spec)
+        arm = pending.state_arm
+        state = model.arms.get(arm) or self._prior(spec)
         if state.dim != pending.x.shape[0]:
-            raise StateUnavailableError(
-                f"model {pending.key} arm {pending.arm!r} has dimension {state.dim} but the"
+            raise FailedPreconditionError(
+                f"model {pending.key} arm {arm!r} has dimension {state.dim} but the"
                 f" decision's vector has {pending.x.shape[0]}; was the policy's pipeline changed?"
             )
         if spec.decay_factor < 1.0:
             epoch = math.floor(now / spec.decay_interval_s)
-            last = model.epochs.get(pending.arm, epoch)
+            last = model.epochs.get(arm, epoch)
             if epoch > last:
                 state = linear.decay(state, spec.decay_factor ** (epoch - last))
-            model.epochs[pending.arm] = epoch
-        model.arms[pending.arm] = linear.update(state, pending.x, reward)
+            model.epochs[arm] = epoch
+        model.arms[arm] = linear.update(state, pending.x, reward)
         model.version += 1
         return model.version
 

@@ -1,0 +1,175 @@
+"""The gRPC edge over loopback: round trips, every error status, health and reflection."""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+import pytest
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from banditd.api.v1 import bandit_pb2 as pb
+from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+from banditd.client import feedback_request, route_request
+from banditd.server.app import Daemon, build_daemon
+from tests.integration.conftest import daemon_settings
+
+ARMS = ["a", "b", "c"]
+
+
+async def test_route_then_feedback_round_trip(stub: pb_grpc.RouterStub) -> None:
+    """Route answers one of the candidates with scores for all; Feedback applies the reward."""
+    resp = await stub.Route(route_request("chat", ARMS, features={"x1": 0.2}))
+    assert resp.arm_id in ARMS
+    assert [s.arm_id for s in resp.scores] == ARMS
+    assert sum(s.propensity for s in resp.scores) == pytest.approx(1.0)
+    assert resp.algorithm == "linucb"
+    assert resp.pipeline_fingerprint
+    fb = await stub.Feedback(feedback_request(resp.decision_id, 1.0))
+    assert fb.status == pb.FEEDBACK_STATUS_APPLIED
+    assert (fb.arm_id, fb.reward, fb.model_version) == (resp.arm_id, 1.0, 1)
+    again = await stub.Route(route_request("chat", ARMS, features={"x1": 0.2}))
+    assert again.model_version == 1
+
+
+async def test_duplicate_feedback_is_acknowledged_not_applied(stub: pb_grpc.RouterStub) -> None:
+    """A repeated Feedback is OK with status DUPLICATE and the model version does not move."""
+    resp = await stub.Route(route_request("chat", ARMS))
+    await stub.Feedback(feedback_request(resp.decision_id, 1.0))
+    dup = await stub.Feedback(feedback_request(resp.decision_id, 0.0))
+    assert dup.status == pb.FEEDBACK_STATUS_DUPLICATE
+    assert (dup.reward, dup.model_version) == (1.0, 1)
+    assert (await stub.Route(route_request("chat", ARMS))).model_version == 1
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "message"),
+    [
+        (route_request("chat", []), grpc.StatusCode.INVALID_ARGUMENT, "no candidates"),
+        (route_request("chat", ["a", "a"]), grpc.StatusCode.INVALID_ARGUMENT, "duplicate"),
+        (route_request("chat", ["zz"]), grpc.StatusCode.INVALID_ARGUMENT, "unknown arm"),
+        (route_request("nope", ARMS), grpc.StatusCode.INVALID_ARGUMENT, "unknown policy"),
+        (
+            route_request("chat", ARMS, features={"x1": math.nan}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "finite",
+        ),
+        (
+            route_request("chat", ARMS, features={"x9": 1.0}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown feature",
+        ),
+        (
+            route_request("chat", [{"id": "a", "features": [1.0]}]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "disjoint",
+        ),
+        (
+            route_request("chat", [{"id": "a", "cost": math.inf}]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "non-finite",
+        ),
+    ],
+)
+async def test_bad_route_requests_get_invalid_argument(
+    stub: pb_grpc.RouterStub, daemon: Daemon, request_: pb.RouteRequest, code: grpc.StatusCode,
+    message: str,
+) -> None:  # fmt: skip
+    """Malformed Route requests are INVALID_ARGUMENT with an actionable message."""
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.Route(request_)
+    assert exc.value.code() is code
+    assert message in (exc.value.details() or "")
+    assert getattr(daemon.store, "pending_count", 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "message"),
+    [
+        (lambda d: feedback_request("chat:0000", 1.0), grpc.StatusCode.NOT_FOUND, "unknown"),
+        (lambda d: feedback_request("garbage", 1.0), grpc.StatusCode.INVALID_ARGUMENT, "issued"),
+        (lambda d: feedback_request(d, math.nan), grpc.StatusCode.INVALID_ARGUMENT, "finite"),
+        (lambda d: feedback_request(d), grpc.StatusCode.INVALID_ARGUMENT, "reward or metrics"),
+        (lambda d: feedback_request(d, bogus=1.0), grpc.StatusCode.INVALID_ARGUMENT, "unknown"),
+    ],
+)
+async def test_bad_feedback_gets_a_clear_status(
+    stub: pb_grpc.RouterStub, make: object, code: grpc.StatusCode, message: str
+) -> None:
+    """Unknown decisions are NOT_FOUND; malformed feedback is INVALID_ARGUMENT."""
+    resp = await stub.Route(route_request("chat", ARMS))
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.Feedback(make(resp.decision_id))  # type: ignore[operator]
+    assert exc.value.code() is code
+    assert message in (exc.value.details() or "")
+    assert (await stub.Feedback(feedback_request(resp.decision_id, 1.0))).model_version == 1
+
+
+async def test_expired_feedback_is_not_found_with_the_reason() -> None:
+    """After the reward wait window, Feedback is NOT_FOUND saying it expired; the sweep ran."""
+    settings = daemon_settings(
+        policies={"chat": {"arms": ARMS, "reward_wait_s": 0.05, "default_reward": 0.0}},
+        server={"listen": "127.0.0.1:0", "metrics_listen": "", "sweep_interval_s": 0.01},
+    )
+    d = build_daemon(settings)
+    await d.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{d.port}") as channel:
+            stub = pb_grpc.RouterStub(channel)
+            resp = await stub.Route(route_request("chat", ARMS))
+            import asyncio
+
+            await asyncio.sleep(0.1)
+            assert await d.sweep_once() == 1
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await stub.Feedback(feedback_request(resp.decision_id, 1.0))
+            assert exc.value.code() is grpc.StatusCode.NOT_FOUND
+            assert "expired" in (exc.value.details() or "")
+            assert "default reward 0.0" in (exc.value.details() or "")
+            after = await stub.Route(route_request("chat", ARMS))
+            assert after.model_version == 1  # the default reward was learned once
+    finally:
+        await d.stop(grace_s=0)
+
+
+async def test_huge_payload_is_rejected_before_the_model(daemon: Daemon) -> None:
+    """A request over max_message_bytes is RESOURCE_EXHAUSTED; nothing is logged."""
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{daemon.port}", options=[("grpc.max_send_message_length", 8 << 20)]
+    ) as channel:
+        stub = pb_grpc.RouterStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.Route(route_request("chat", ARMS, text="x" * (2 << 20)))
+    assert exc.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert getattr(daemon.store, "pending_count", 0) == 0
+
+
+async def test_health_and_reflection(daemon: Daemon) -> None:
+    """grpc.health.v1 says SERVING for the server and the Router service; reflection lists it."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "banditd.v1.Router"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = refl.ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        reply = await call.read()
+        await call.done_writing()
+        names = {s.name for s in reply.list_services_response.service}
+        assert "banditd.v1.Router" in names
+
+
+async def test_each_rpc_logs_one_canonical_line_with_its_request_id(
+    stub: pb_grpc.RouterStub,
+) -> None:
+    """The interceptor binds x-request-id; the handler logs rpc.completed once with it."""
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars]
+    ) as logs:
+        await stub.Route(route_request("chat", ARMS), metadata=(("x-request-id", "req-42"),))
+    lines = [e for e in logs if e["event"] == "rpc.completed"]
+    assert len(lines) == 1
+    assert (lines[0]["request_id"], lines[0]["rpc"], lines[0]["code"]) == ("req-42", "Route", "OK")

@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SRC := banditd tests bench
+SRC := banditd tests $(wildcard bench)
 PROTOS := $(wildcard protos/banditd/api/v1/*.proto)
 CONFIG ?= examples/banditd.toml
 

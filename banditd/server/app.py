@@ -1,8 +1,8 @@
 """The composition root: Settings -> store, extractors, router, gRPC server; serve until SIGTERM.
 
 Shutdown order (SIGTERM or SIGINT), in `Daemon.stop`: health goes NOT_SERVING (readiness fails,
-Kubernetes stops sending traffic), the server stops accepting and drains in-flight RPCs for up to
-`grace_s`, then the expiry sweeper stops, one last sweep settles decisions already past their
+Kubernetes stops sending traffic), RPCs are still accepted for `drain_delay_s`, then the server
+stops accepting and drains in-flight RPCs for up to `grace_s`, then the expiry sweeper stops, one last sweep settles decisions already past their
 deadline, the trace is flushed and the store closed. Keep the pod's terminationGracePeriodSeconds
 above grace_s (docs/deploy.md).
 """
@@ -90,6 +90,8 @@ class Daemon:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.metrics.serving.set(0)
+        if self.settings.server.drain_delay_s:
+            await asyncio.sleep(self.settings.server.drain_delay_s)
         await self.server.stop(self.settings.server.grace_s if grace_s is None else grace_s)
         if self.sweeper is not None:  # before the store closes: a sweep must not race close()
             self.sweeper.cancel()
@@ -188,6 +190,9 @@ async def serve(settings: Settings) -> None:
     if not daemon.router.policy_names and not settings.auto_create_policies:
         log.warning("server.no_policies", hint="declare [policies.<name>] in the config file")
     await stop.wait()
-    log.info("server.stopping", grace_s=settings.server.grace_s)
+    log.info(
+        "server.stopping", drain_delay_s=settings.server.drain_delay_s,
+        grace_s=settings.server.grace_s,
+    )  # fmt: skip
     await daemon.stop()
     log.info("server.stopped")

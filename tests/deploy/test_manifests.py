@@ -83,12 +83,13 @@ def test_probes_use_the_grpc_health_service_on_the_listen_port(overlay: str) -> 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_termination_grace_covers_serving_drain_and_server_grace(overlay: str) -> None:
-    """The kubelet waits for the app's preStop, then banditd's own drain of server.grace_s."""
+    """The kubelet waits for the app's preStop, then banditd's drain delay and grace."""
     docs = render(overlay)
     pod = find(docs, "Deployment", "llm-gateway")["spec"]["template"]["spec"]
-    grace_s = _config(docs)["server"]["grace_s"]
+    server = _config(docs)["server"]
+    banditd_s = server.get("drain_delay_s", 0) + server["grace_s"]
     pre_stop_s = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] >= pre_stop_s + grace_s + 5
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop_s + banditd_s + 5
 
 
 def test_configmap_is_the_checked_in_config_and_valid() -> None:

@@ -2,9 +2,10 @@
 
 Shutdown order (SIGTERM or SIGINT), in `Daemon.stop`: health goes NOT_SERVING (readiness fails,
 Kubernetes stops sending traffic), RPCs are still accepted for `drain_delay_s`, then the server
-stops accepting and drains in-flight RPCs for up to `grace_s`, then the expiry sweeper stops, one last sweep settles decisions already past their
-deadline, the trace is flushed and the store closed. Keep the pod's terminationGracePeriodSeconds
-above grace_s (docs/deploy.md).
+stops accepting and drains in-flight RPCs for up to `grace_s`, then the expiry sweeper stops,
+one last sweep settles decisions already past their deadline, the trace is flushed and the
+store closed. Keep the pod's terminationGracePeriodSeconds above drain_delay_s + grace_s
+(docs/deploy.md).
 """
 
 from __future__ import annotations

@@ -106,8 +106,8 @@ async def _wait_serving(running: Running) -> None:
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
-    """The entrypoint in a subprocess, configured from the rendered dev overlay."""
-    docs = render("dev")
+    """The entrypoint in a subprocess, configured from the rendered prod overlay."""
+    docs = render("prod")
     configmap = find(docs, "ConfigMap")
     container = sidecar(docs)
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
@@ -139,7 +139,12 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     log_path = tmp_path / "daemon.log"
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            *entrypoint_argv(), env=env, cwd=tmp_path, stdout=log_file, stderr=log_file
+            *entrypoint_argv(),
+            *container.get("args", []),
+            env=env,
+            cwd=tmp_path,
+            stdout=log_file,
+            stderr=log_file,
         )
     run = Running(
         proc, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{metrics_port}/metrics",

@@ -53,4 +53,21 @@ bench: $(STAMP)  ## throughput/latency next to peers and machine ceilings (not i
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench
 
+# --- deploy: container image and Kubernetes manifests (docs/deploy.md) ----------------------
+IMAGE ?= banditd:0.1.0
+EXTRAS ?=
+
+image:  ## build the container image (needs Docker/BuildKit; not available on CI machines)
+	docker build --build-arg EXTRAS=$(EXTRAS) -t $(IMAGE) .
+
+deploy-render: $(STAMP)  ## render the kustomize overlays to out/deploy/<overlay>.yaml
+	mkdir -p out/deploy
+	for o in dev prod; do $(VENV)/bin/kubectl kustomize deploy/overlays/$$o > out/deploy/$$o.yaml; done
+
+deploy-check: deploy-render  ## hadolint + strict schema validation + the deploy tests
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/kubernetes-validate --strict --quiet -k 1.30 out/deploy/dev.yaml out/deploy/prod.yaml
+	$(PY) -m pytest -q tests/deploy tests/integration/test_shutdown.py
+
 .PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench
+.PHONY: image deploy-render deploy-check

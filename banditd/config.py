@@ -146,6 +146,9 @@ class ServerSettings(_Section):
     listen: str = "127.0.0.1:50051"
     metrics_listen: str = Field("127.0.0.1:9464", description="host:port for /metrics; '' = off")
     grace_s: float = Field(10.0, ge=0, description="drain time on SIGTERM")
+    # Deploy (issue #7): after SIGTERM, readiness is NOT_SERVING but RPCs are still accepted for
+    # this long, so readiness-aware clients stop sending before the server stops accepting.
+    drain_delay_s: float = Field(0.0, ge=0, le=60, description="serve on while NOT_SERVING")
     max_message_bytes: int = Field(1 << 20, ge=1024)
     sweep_interval_s: float = Field(1.0, gt=0, description="how often expired decisions settle")
 

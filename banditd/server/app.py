@@ -1,8 +1,11 @@
 """The composition root: Settings -> store, extractors, router, gRPC server; serve until SIGTERM.
 
-Shutdown order (SIGTERM or SIGINT): health goes NOT_SERVING (readiness fails, Kubernetes stops
-sending traffic), the server stops accepting and drains in-flight RPCs for `grace_s`, then the
-expiry sweeper stops, the trace is flushed and the store closed.
+Shutdown order (SIGTERM or SIGINT), in `Daemon.stop`: health goes NOT_SERVING (readiness fails,
+Kubernetes stops sending traffic), RPCs are still accepted for `drain_delay_s`, then the server
+stops accepting and drains in-flight RPCs for up to `grace_s`, then the expiry sweeper stops,
+one last sweep settles decisions already past their deadline, the trace is flushed and the
+store closed. Keep the pod's terminationGracePeriodSeconds above drain_delay_s + grace_s
+(docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -75,16 +78,28 @@ class Daemon:
     health: health.aio.HealthServicer
     port: int
     trace: JsonlTraceWriter | None = None
+    sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.metrics.serving.set(1)
 
     async def stop(self, grace_s: float | None = None) -> None:
+        """Readiness off, drain in-flight RPCs, stop the sweeper, settle, flush, close."""
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.metrics.serving.set(0)
+        if self.settings.server.drain_delay_s:
+            await asyncio.sleep(self.settings.server.drain_delay_s)
         await self.server.stop(self.settings.server.grace_s if grace_s is None else grace_s)
+        if self.sweeper is not None:  # before the store closes: a sweep must not race close()
+            self.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweeper
+            self.sweeper = None
+        log.info("server.drained", settled=await self.sweep_once())
         if self.trace is not None:
             self.trace.flush()
             self.trace.close()
@@ -168,7 +183,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sweeper = asyncio.create_task(daemon.sweep_forever())
+    daemon.sweeper = asyncio.create_task(daemon.sweep_forever())
     log.info(
         "server.started", port=daemon.port, metrics_port=metrics_port,
         policies=daemon.router.policy_names, store=settings.store.backend,
@@ -176,9 +191,9 @@ async def serve(settings: Settings) -> None:
     if not daemon.router.policy_names and not settings.auto_create_policies:
         log.warning("server.no_policies", hint="declare [policies.<name>] in the config file")
     await stop.wait()
-    log.info("server.stopping", grace_s=settings.server.grace_s)
+    log.info(
+        "server.stopping", drain_delay_s=settings.server.drain_delay_s,
+        grace_s=settings.server.grace_s,
+    )  # fmt: skip
     await daemon.stop()
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
     log.info("server.stopped")

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from banditd import __version__
+
 _LATENCY_BUCKETS_S = (
     0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
@@ -22,7 +24,8 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.latency = Histogram(
-            "banditd_rpc_latency_seconds", "RPC handler latency", ["rpc"],
+            "banditd_rpc_latency_seconds", "RPC handler latency by method and gRPC status code",
+            ["rpc", "code"],
             buckets=_LATENCY_BUCKETS_S, registry=r,
         )  # fmt: skip
         self.decisions = Counter(
@@ -46,3 +49,36 @@ class Metrics:
         self.store_errors = Counter(
             "banditd_store_errors", "Errors talking to the state store", registry=r
         )
+        # -- deploy section (issue #7): caches and serving state ----------------------------
+        # LoRA adapter cache (cache/pager.py): a Route to a resident adapter is a hit.
+        self.adapter_cache_hits = Counter(
+            "banditd_adapter_cache_hits", "Routes whose chosen adapter was resident", registry=r
+        )
+        self.adapter_cache_misses = Counter(
+            "banditd_adapter_cache_misses", "Routes whose chosen adapter had to be paged in",
+            registry=r,
+        )  # fmt: skip
+        self.adapter_cache_loads = Counter(
+            "banditd_adapter_cache_loads", "Adapters paged in by the cache controller", registry=r
+        )
+        self.adapter_cache_evictions = Counter(
+            "banditd_adapter_cache_evictions", "Adapters evicted by the cache controller",
+            registry=r,
+        )  # fmt: skip
+        # ONNX feature cache (features/): repeated contexts skip the encoder.
+        self.feature_cache_hits = Counter(
+            "banditd_feature_cache_hits", "Context encodings served from the feature cache",
+            registry=r,
+        )  # fmt: skip
+        self.feature_cache_misses = Counter(
+            "banditd_feature_cache_misses", "Context encodings computed by the ONNX encoder",
+            registry=r,
+        )  # fmt: skip
+        self.serving = Gauge(
+            "banditd_serving", "1 while gRPC health says SERVING; 0 while draining", registry=r
+        )
+        self.build_info = Gauge(
+            "banditd_build_info", "Always 1; the running version is a label", ["version"],
+            registry=r,
+        )  # fmt: skip
+        self.build_info.labels(__version__).set(1)

@@ -114,7 +114,7 @@ class RouterService(pb_grpc.RouterServicer):
     def _done(self, rpc: str, started: float, code: grpc.StatusCode, **fields: Any) -> None:
         elapsed = time.perf_counter() - started
         self._metrics.requests.labels(rpc, code.name).inc()
-        self._metrics.latency.labels(rpc).observe(elapsed)
+        self._metrics.latency.labels(rpc, code.name).observe(elapsed)
         level = "info" if code is grpc.StatusCode.OK else "warning"
         getattr(log, level)(
             "rpc.completed", rpc=rpc, code=code.name, latency_ms=round(elapsed * 1e3, 3), **fields
@@ -136,6 +136,7 @@ class RouterService(pb_grpc.RouterServicer):
             await _abort(context, exc)
         self._metrics.decisions.labels(request.policy).inc()
         self._metrics.model_version.labels(request.policy).set(result.model_version)
+        self._metrics.degraded.set(1 if result.degraded else 0)
         self._done(
             "Route", started, grpc.StatusCode.OK, policy=request.policy, segment=request.segment,
             arm=result.arm, propensity=round(result.propensity, 6), k=len(result.candidates),

@@ -1,0 +1,58 @@
+"""`python -m banditd.server.probe`: exit 0 iff the local daemon's gRPC health says SERVING.
+
+The container image's HEALTHCHECK, and an exec probe for clusters without native gRPC probes
+(Kubernetes < 1.24). It reads the same config as `banditd serve` (BANDITD_CONFIG, BANDITD_* env)
+to find the port, and asks the standard grpc.health.v1 service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from banditd.config import load_settings
+
+_WILDCARD_HOSTS = {"", "0.0.0.0", "[::]", "::"}  # wildcard listen hosts
+
+
+def local_address(listen: str) -> str:
+    """The loopback address that reaches a server listening on `listen` (host:port)."""
+    host, _, port = listen.rpartition(":")
+    return f"127.0.0.1:{port}" if host in _WILDCARD_HOSTS else listen
+
+
+def check(address: str, service: str = "", timeout_s: float = 2.0) -> str:
+    """The health status name of `service` at `address` (SERVING, NOT_SERVING, ...)."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m banditd.server.probe", description=__doc__)
+    parser.add_argument("--address", help="host:port (default: from server.listen)")
+    parser.add_argument("--service", default="", help="health service name ('' = whole server)")
+    parser.add_argument("--timeout-s", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    address = args.address
+    if address is None:
+        config = os.environ.get("BANDITD_CONFIG")
+        address = local_address(load_settings(Path(config) if config else None).server.listen)
+    try:
+        status = check(address, args.service, args.timeout_s)
+    except grpc.RpcError as exc:
+        print(f"unhealthy: {address}: {exc.code().name}", file=sys.stderr)
+        return 1
+    print(f"{address} {args.service or '(server)'}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

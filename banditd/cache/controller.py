@@ -223,21 +223,58 @@ def select(
             chosen.append(i)  # noqa: PERF401 (fits() reads `chosen`)
     base = coverage(utility, chosen)
     while len(chosen) < residency.capacity_slots:
-        best, best_gain, best_value = -1, 0.0, base
+        best, best_key, best_value = -1, (0.0, False), base
         for i in range(n):
             if i in chosen or not fits(i):
                 continue
             value = coverage(utility, [*chosen, i])
             gain = (value - base) * horizon - (0.0 if resident[i] else cost[i])
-            if gain > best_gain:
-                best, best_gain, best_value = i, gain, value
+            # Worth a slot: a positive net gain, or a resident adapter that costs nothing to keep.
+            if (gain > 0 or (resident[i] and gain >= 0)) and (gain, resident[i]) > best_key:
+                best, best_key, best_value = i, (gain, resident[i]), value
         if best < 0:
             break
         chosen.append(best)
         base = best_value
+    chosen = _swap_search(chosen, len(pinned), utility, residency, adapters, horizon, cost)
     if params.forced_exploration > 0 and pulls:
         chosen = _force_explore(chosen, adapters, residency, params, pulls, t, fits)
     return tuple(adapters[i] for i in chosen)
+
+
+def _swap_search(
+    chosen: list[int],
+    fixed: int,
+    utility: Matrix,
+    residency: Residency,
+    adapters: Sequence[AdapterId],
+    horizon: int,
+    cost: npt.NDArray[np.float64],
+    rounds: int = 3,
+) -> list[int]:
+    """Improve the greedy set by single swaps of non-pinned members (greedy can pick a
+    generalist that two specialists beat). Objective: f(S)·horizon − loads' cost."""
+
+    def net(members: list[int]) -> float:
+        loads = sum(cost[i] for i in members if adapters[i] not in residency.resident)
+        return coverage(utility, members) * horizon - float(loads)
+
+    best = net(chosen)
+    for _ in range(rounds):
+        improved = False
+        for pos in range(fixed, len(chosen)):
+            for j in range(len(adapters)):
+                if j in chosen:
+                    continue
+                trial = [*chosen[:pos], j, *chosen[pos + 1 :]]
+                if not residency.fits(frozenset(adapters[i] for i in trial)):
+                    continue
+                value = net(trial)
+                if value > best + 1e-12:
+                    chosen, best, improved = trial, value, True
+        if not improved:
+            break
+    return chosen
 
 
 def _force_explore(

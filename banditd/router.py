@@ -212,6 +212,8 @@ class Router:
             choice = linucb.choose(states, xs, penalty, policy.params, self._rng)
         else:
             choice = thompson.choose(states, xs, penalty, policy.params, self._rng)
+        if self._pager is not None and paging is not None:
+            choice = self._pager.explore(paging, replica, residency, ids, choice, self._rng)
         now = self._clock.now()
         decision_id = self._new_id(config.name)
         arm = ids[choice.index]
@@ -225,9 +227,8 @@ class Router:
         advice = None
         if self._pager is not None and paging is not None:
             advice = await self._pager.observe(
-                paging, replica, residency, ids, choice.estimate + choice.bonus,
-                [s.n for s in states], arm, now,
-            )  # fmt: skip
+                paging, replica, residency, ids, choice.estimate + choice.bonus, arm, now
+            )
         if self._trace is not None:
             self._trace.write(_decision_record(pending, context, candidates, choice, x))
         return RouteResult(

@@ -10,9 +10,9 @@ U[x, a] is the router's optimistic score (θ_a·x + bonus) for a recent context 
 maximisation of f is (1 − 1/e)-optimal; a non-resident adapter's gain over the next epoch is
 charged its one-off load cost, so swaps must pay for themselves (hysteresis against churn).
 
-POLAR: fixed epochs. POLAR+: epoch k lasts L·2^k requests and, at each boundary, one slot goes
-to the least-tried non-resident adapter while its pulls n_a < c·sqrt(t) (forced exploration),
-so adapters that are never cached still get feedback.
+POLAR: fixed epochs. POLAR+: epoch k lasts L·2^k requests, and the router sends a request to a
+uniformly drawn non-resident adapter with probability ε_t = c/sqrt(t) (forced exploration,
+`force`), so adapters that are never cached still get Θ(sqrt(T)) feedback.
 
 Directives are values: Load(a) / Evict(a). Invariants (tests/unit/cache): applying a plan never
 leaves more than capacity resident (unless the pinned adapters alone exceed it), never evicts a
@@ -22,7 +22,7 @@ pinned adapter, and never loads more than the load budget allows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 AdapterId = str
 Matrix = npt.NDArray[np.float64]
+Vector = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,7 @@ class PagingCost:
 @dataclass(frozen=True, slots=True)
 class ControllerParams:
     """epoch_steps: L requests per epoch (POLAR+: epoch k lasts L·2^k); forced_exploration: c
-    (POLAR+: keep the least-tried adapter resident while n_a < c·sqrt(t); 0 = off);
+    (POLAR+: route to a random non-resident adapter with probability c/sqrt(t); 0 = off);
     max_loads: loads per plan (0 = unlimited); pinned: never evicted, loaded first."""
 
     epoch_steps: int = 1000
@@ -196,14 +197,11 @@ def select(
     params: ControllerParams,
     load_cost: Sequence[float] = (),
     horizon: int = 1,
-    pulls: Sequence[int] = (),
-    t: int = 0,
 ) -> tuple[AdapterId, ...]:
     """The target resident set, in priority order (pinned first, then by greedy gain).
 
     utility: (contexts × adapters) optimistic scores; load_cost: reward units one load of each
-    adapter costs; horizon: requests the set will serve (gain·horizon must beat the load cost);
-    pulls, t: per-adapter feedback counts and requests so far (for forced exploration).
+    adapter costs; horizon: requests the set will serve (gain·horizon must beat the load cost).
     """
     n = len(adapters)
     if utility.shape[1] != n:
@@ -237,8 +235,6 @@ def select(
         chosen.append(best)
         base = best_value
     chosen = _swap_search(chosen, len(pinned), utility, residency, adapters, horizon, cost)
-    if params.forced_exploration > 0 and pulls:
-        chosen = _force_explore(chosen, adapters, residency, params, pulls, t, fits)
     return tuple(adapters[i] for i in chosen)
 
 
@@ -277,34 +273,21 @@ def _swap_search(
     return chosen
 
 
-def _force_explore(
-    chosen: list[int],
-    adapters: Sequence[AdapterId],
-    residency: Residency,
-    params: ControllerParams,
-    pulls: Sequence[int],
-    t: int,
-    fits: Callable[[int], bool],
-) -> list[int]:
-    """POLAR+: give one slot to the least-tried adapter outside the set while n_a < c·sqrt(t)."""
-    threshold = params.forced_exploration * math.sqrt(max(t, 1))
-    starving = [
-        i
-        for i in range(len(adapters))
-        if i not in chosen and adapters[i] not in params.pinned and pulls[i] < threshold
-    ]
-    if not starving or residency.capacity_slots < 1:
-        return chosen
-    explore = min(starving, key=lambda i: (pulls[i], i))
-    if len(chosen) < residency.capacity_slots and fits(explore):
-        return [*chosen, explore]
-    for pos in range(len(chosen) - 1, -1, -1):  # replace the lowest-gain non-pinned member
-        if adapters[chosen[pos]] in params.pinned:
-            continue
-        trial = [*chosen[:pos], *chosen[pos + 1 :], explore]
-        if residency.fits(frozenset(adapters[i] for i in trial)):
-            return trial
-    return chosen
+def exploration_rate(c: float, t: int) -> float:
+    """POLAR+ forced-exploration probability at request t: ε_t = min(1, c/sqrt(t))."""
+    return min(1.0, c / math.sqrt(max(t, 1))) if c > 0 else 0.0
+
+
+def force(propensity: Vector, eligible: npt.NDArray[np.bool_], rate: float) -> Vector:
+    """Mix a policy's propensities with forced exploration of the eligible (non-resident) arms.
+
+    p' = (1 − ε)·p + ε·1[eligible]/#eligible; unchanged when nothing is eligible. Sums to 1.
+    """
+    count = int(eligible.sum())
+    if rate <= 0 or count == 0:
+        return propensity
+    mixed: Vector = (1.0 - rate) * propensity + rate * eligible / count
+    return mixed
 
 
 def plan(

@@ -7,11 +7,12 @@ of the request sequence (deterministic under a seed, no background task).
 
 State is per replica (one GPU's fast memory) and in process: an epoch clock, a load-rate bucket,
 the last `window` utility rows (the router's optimistic scores θ·x + bonus per candidate), the
-latest pulls per adapter, and the latest plan. Replicas should be paged by one policy each.
+and the latest plan. Replicas should be paged by one policy each.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,10 +28,13 @@ from banditd.cache.controller import (
     PagingCost,
     Residency,
     epoch_length,
+    exploration_rate,
+    force,
     plan,
     select,
 )
 from banditd.cache.residency import ResidencyStore
+from banditd.policies.choice import Choice, draw
 from banditd.policies.linear import Vector
 
 
@@ -83,7 +87,6 @@ class _Replica:
     clock: EpochClock
     budget: LoadBudget
     rows: deque[tuple[tuple[str, ...], Vector]]
-    pulls: dict[str, int] = field(default_factory=dict)
     plan: tuple[Directive, ...] = ()
     plan_epoch: int = 0
 
@@ -119,6 +122,25 @@ class Pager:
             self._replicas[replica] = state
         return state
 
+    def explore(
+        self,
+        config: PagingConfig,
+        replica: str,
+        residency: Residency,
+        ids: Sequence[str],
+        choice: Choice,
+        rng: np.random.Generator,
+    ) -> Choice:
+        """POLAR+ forced exploration: with probability c/sqrt(t), a random non-resident arm."""
+        state = self._replicas.get(replica)
+        t = (state.clock.total if state else 0) + 1
+        rate = exploration_rate(config.controller.forced_exploration, t)
+        eligible = np.fromiter((a not in residency.resident for a in ids), np.bool_, len(ids))
+        propensity = force(choice.propensity, eligible, rate)
+        if propensity is choice.propensity:
+            return choice
+        return dataclasses.replace(choice, index=draw(propensity, rng), propensity=propensity)
+
     async def observe(
         self,
         config: PagingConfig,
@@ -126,7 +148,6 @@ class Pager:
         residency: Residency,
         ids: Sequence[str],
         utility: Vector,
-        pulls: Sequence[int],
         arm: str,
         now: float,
     ) -> PagingAdvice:
@@ -134,7 +155,6 @@ class Pager:
         state = self._state(replica, config)
         first = state.clock.total == 0
         state.rows.append((tuple(ids), np.asarray(utility, dtype=np.float64)))
-        state.pulls.update(zip(ids, pulls, strict=True))
         state.clock, boundary = state.clock.tick(config.controller)
         if boundary or first:
             await self._replan(config, replica, state, residency, now)
@@ -169,10 +189,7 @@ class Pager:
         )
         load_cost = [config.cost.price(a, empty) for a in adapters]
         horizon = epoch_length(params, state.clock.epoch)
-        pulls = [state.pulls.get(a, 0) for a in adapters]
-        target = select(
-            adapters, utility, residency, params, load_cost, horizon, pulls, state.clock.total
-        )
+        target = select(adapters, utility, residency, params, load_cost, horizon)
         wanted = sum(a not in residency.resident for a in target)
         granted, state.budget = state.budget.take(now, wanted)
         value = dict(zip(adapters, utility.mean(axis=0).tolist(), strict=True))

@@ -54,3 +54,9 @@ bench: $(STAMP)  ## throughput/latency next to peers and machine ceilings (not i
 	$(PY) -m bench
 
 .PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench
+
+# -- adapter paging simulation (docs/paging.md) ---------------------------------------------------
+sim-paging: $(STAMP)  ## POLAR/POLAR+ vs LRU/LFU/static/oracle: summary.json + paging.png
+	$(PY) simulations/paging.py --horizon 50000 --seeds 5 --out simulations/out/paging
+
+.PHONY: sim-paging

@@ -16,10 +16,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from banditd.sim.paging import POLICIES, PagingScenario, run, slope  # noqa: E402
+from banditd.sim.paging import POLICIES, PagingScenario, run, slope
 
 LABELS = {"lru": "LRU + LinUCB", "lfu": "LFU + LinUCB", "static": "static top-K",
           "polar": "POLAR", "polar+": "POLAR+", "oracle": "oracle"}  # fmt: skip
@@ -45,6 +45,7 @@ def main() -> None:
         summary["policies"][policy] = {  # type: ignore[index]
             "regret_final_mean": float(mean[-1]),
             "regret_final_sd": float(regrets[:, -1].std(ddof=1)) if args.seeds > 1 else 0.0,
+            "regret_final_per_seed": regrets[:, -1].round(1).tolist(),
             "regret_loglog_slope": slope(mean),
             "regret_loglog_slope_per_seed": [slope(r) for r in regrets],
             "paging_latency_s_mean": float(np.mean([r.latency_ms for r in results]) / 1e3),
@@ -52,9 +53,19 @@ def main() -> None:
             "loads_mean": float(np.mean([r.loads for r in results])),
         }
         row = summary["policies"][policy]  # type: ignore[index]
-        print(f"{policy:7s} regret {row['regret_final_mean']:9.1f} ± {row['regret_final_sd']:7.1f}"
-              f"  slope {row['regret_loglog_slope']:.2f}  paging {row['paging_latency_s_mean']:8.1f} s"
-              f"  miss rate {row['miss_rate_mean']:.3f}  loads {row['loads_mean']:.0f}", flush=True)
+        print(
+            f"{policy:7s} regret {row['regret_final_mean']:9.1f} ± {row['regret_final_sd']:7.1f}"
+            f"  slope {row['regret_loglog_slope']:.2f}"
+            f"  paging {row['paging_latency_s_mean']:8.1f} s"
+            f"  miss rate {row['miss_rate_mean']:.3f}  loads {row['loads_mean']:.0f}",
+            flush=True,
+        )
+    # Paired by seed (each seed is its own environment): seeds where row beats column.
+    finals = {p: c[:, -1] for p, c in curves.items()}
+    summary["wins"] = {p: {q: int(np.sum(finals[p] < finals[q])) for q in finals if q != p}
+                       for p in finals}  # fmt: skip
+    for p in ("polar", "polar+"):
+        print(f"{p} beats (seeds of {args.seeds}):", summary["wins"][p])  # type: ignore[index]
     summary["wall_s"] = round(time.perf_counter() - started, 1)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _plot(curves, summary, args.out / "paging.png")

@@ -60,9 +60,11 @@ async def test_paging_directives_follow_learned_utilities(
     report = pb.ReportResidencyRequest(
         replica="gpu0",
         capacity_slots=2,
-        adapters=[pb.AdapterResidency(adapter_id=a, resident=a in ("a0", "a1"), load_ms=100.0)
-                  for a in ARMS],
-    )  # fmt: skip
+        adapters=[
+            pb.AdapterResidency(adapter_id=a, resident=a in ("a0", "a1"), load_ms=100.0)
+            for a in ARMS
+        ],
+    )
     plan = await paging_stub.ReportResidency(report)
     assert sorted(plan.resident) == ["a0", "a1"]
     assert plan.capacity_slots == 2
@@ -76,8 +78,9 @@ async def test_paging_directives_follow_learned_utilities(
     assert first.paging.must_load == (first.arm_id not in ("a0", "a1"))
 
     # a3 is the only adapter with a positive reward; one epoch is 20 Routes.
-    await paging_stub.Feedback(pb.FeedbackRequest(decision_id=first.decision_id,
-                                                  reward=float(first.arm_id == "a3")))  # fmt: skip
+    await paging_stub.Feedback(
+        pb.FeedbackRequest(decision_id=first.decision_id, reward=float(first.arm_id == "a3"))
+    )
     must_load_seen = []
     for _ in range(19):
         r = await paging_stub.Route(_route(float(rng.uniform(-1, 1))))
@@ -124,8 +127,10 @@ async def test_residency_report_needs_a_paging_policy(stub: pb_grpc.RouterStub) 
 
 async def test_residency_report_is_validated(paging_stub: pb_grpc.RouterStub) -> None:
     """Duplicate adapter ids and a missing replica are INVALID_ARGUMENT."""
-    dup = pb.ReportResidencyRequest(replica="gpu0", adapters=[pb.AdapterResidency(adapter_id="a"),
-                                                              pb.AdapterResidency(adapter_id="a")])  # fmt: skip
+    dup = pb.ReportResidencyRequest(
+        replica="gpu0",
+        adapters=[pb.AdapterResidency(adapter_id="a"), pb.AdapterResidency(adapter_id="a")],
+    )
     for request in (dup, pb.ReportResidencyRequest(replica="")):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await paging_stub.ReportResidency(request)

@@ -44,8 +44,9 @@ def scenarios(draw: st.DrawFn) -> tuple[Residency, ControllerParams, np.ndarray,
     )
     rows = draw(st.integers(1, 6))
     values = st.floats(-1, 1, allow_nan=False)
-    utility = np.array(draw(st.lists(st.lists(values, min_size=n, max_size=n),
-                                     min_size=rows, max_size=rows)))  # fmt: skip
+    utility = np.array(
+        draw(st.lists(st.lists(values, min_size=n, max_size=n), min_size=rows, max_size=rows))
+    )
     pulls = draw(st.lists(st.integers(0, 30), min_size=n, max_size=n))
     return residency, params, utility, pulls
 
@@ -146,8 +147,9 @@ def test_forced_exploration_caches_the_least_tried_adapter() -> None:
     grown = select(["a", "b", "c", "d"], utility, residency, params, pulls=[50, 50, 10, 10], t=100)
     assert set(grown) == {"a", "b"}  # n = 10 is not below c·sqrt(t) = 10: no forcing
     none = ControllerParams(forced_exploration=0.0)
-    assert set(select(["a", "b", "c", "d"], utility, residency, none, pulls=[50, 50, 3, 9],
-                      t=100)) == {"a", "b"}  # fmt: skip
+    assert set(
+        select(["a", "b", "c", "d"], utility, residency, none, pulls=[50, 50, 3, 9], t=100)
+    ) == {"a", "b"}
 
 
 def test_epoch_doubling_and_clock() -> None:

@@ -13,6 +13,7 @@ and the latest plan. Replicas should be paged by one policy each.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +35,18 @@ from banditd.cache.controller import (
     select,
 )
 from banditd.cache.residency import ResidencyStore
+from banditd.errors import InvalidRequestError
 from banditd.policies.choice import Choice, draw
 from banditd.policies.linear import Vector
+
+MAX_REPLICAS = 4096  # bounds the in-process state a caller can create
+REPLICA = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
+
+
+def check_replica(replica: str) -> str:
+    if not REPLICA.match(replica):
+        raise InvalidRequestError("replica must be 1-128 printable non-space characters")
+    return replica
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +114,7 @@ class Pager:
         return self._configs.get(policy)
 
     async def residency(self, replica: str, config: PagingConfig) -> Residency:
-        known = await self._store.get(replica)
+        known = await self._store.get(check_replica(replica))
         if known is not None:
             return known
         return Residency(frozenset(), config.capacity_slots, config.capacity_bytes)
@@ -116,6 +127,11 @@ class Pager:
     def _state(self, replica: str, config: PagingConfig) -> _Replica:
         state = self._replicas.get(replica)
         if state is None:
+            if len(self._replicas) >= MAX_REPLICAS:
+                raise InvalidRequestError(
+                    f"more than {MAX_REPLICAS} replicas are paged; replica names should name"
+                    " serving replicas (GPUs), not requests"
+                )
             burst = max(config.load_burst, 1)
             budget = LoadBudget(config.max_loads_per_s, burst, float(burst), 0.0)
             state = _Replica(EpochClock(), budget, deque(maxlen=config.window))
@@ -204,7 +220,7 @@ class Pager:
 
     async def report(self, replica: str, residency: Residency) -> PagingPlan:
         """The serving stack's account of a replica's residency replaces banditd's view."""
-        await self._store.put(replica, residency)
+        await self._store.put(check_replica(replica), residency)
         return await self.current(replica)
 
     async def current(self, replica: str) -> PagingPlan:

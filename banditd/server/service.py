@@ -194,8 +194,9 @@ class RouterService(pb_grpc.RouterServicer):
             "Route", started, grpc.StatusCode.OK, policy=request.policy, segment=request.segment,
             arm=result.arm, propensity=round(result.propensity, 6), k=len(result.candidates),
             decision_id=result.decision_id, model_version=result.model_version,
-            degraded=result.degraded, replica=request.replica or None,
-            must_load=result.paging.must_load if result.paging else None,
+            degraded=result.degraded,
+            **({"replica": request.replica, "must_load": result.paging.must_load}
+               if result.paging else {}),
         )  # fmt: skip
         return to_route_response(result)
 

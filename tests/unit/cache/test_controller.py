@@ -17,6 +17,7 @@ from banditd.cache.controller import (
     Residency,
     coverage,
     epoch_length,
+    exploration_rate,
     plan,
     select,
 )
@@ -52,9 +53,9 @@ def scenarios(draw: st.DrawFn) -> tuple[Residency, ControllerParams, np.ndarray,
 
 
 def _run(s: tuple[Residency, ControllerParams, np.ndarray, list[int]], budget: int | None = None):
-    residency, params, utility, pulls = s
+    residency, params, utility, _pulls = s
     adapters = ADAPTERS[: utility.shape[1]]
-    target = select(adapters, utility, residency, params, [0.1] * len(adapters), 10, pulls, 100)
+    target = select(adapters, utility, residency, params, [0.1] * len(adapters), 10)
     return target, plan(residency, target, params, budget=budget)
 
 
@@ -137,19 +138,12 @@ def test_select_keeps_resident_when_a_swap_does_not_pay_for_its_load() -> None:
     assert select(["old", "new"], utility, residency, params, [1.0, 1.0], horizon=1000) == ("new",)
 
 
-def test_forced_exploration_caches_the_least_tried_adapter() -> None:
-    """POLAR+: an adapter with n < c·sqrt(t) gets a slot even though it looks worse."""
-    utility = np.array([[1.0, 0.9, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]] * 3)
-    residency = Residency(frozenset(), 2)
-    params = ControllerParams(forced_exploration=1.0)
-    target = select(["a", "b", "c", "d"], utility, residency, params, pulls=[50, 50, 3, 9], t=100)
-    assert set(target) == {"b", "c"}  # c (3 < sqrt(100)) takes the lower-gain slot, a's
-    grown = select(["a", "b", "c", "d"], utility, residency, params, pulls=[50, 50, 10, 10], t=100)
-    assert set(grown) == {"a", "b"}  # n = 10 is not below c·sqrt(t) = 10: no forcing
-    none = ControllerParams(forced_exploration=0.0)
-    assert set(
-        select(["a", "b", "c", "d"], utility, residency, none, pulls=[50, 50, 3, 9], t=100)
-    ) == {"a", "b"}
+def test_exploration_rate_decays_as_inverse_sqrt() -> None:
+    """POLAR+ forces exploration with probability min(1, c/sqrt(t)); c = 0 never."""
+    assert exploration_rate(0.5, 1) == 0.5
+    assert exploration_rate(0.5, 100) == pytest.approx(0.05)
+    assert exploration_rate(4.0, 4) == 1.0
+    assert exploration_rate(0.0, 10) == 0.0
 
 
 def test_epoch_doubling_and_clock() -> None:

@@ -30,7 +30,15 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=50_000)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("simulations/out/paging"))
+    ap.add_argument(
+        "--ablation",
+        action="store_true",
+        help="POLAR+ parts: doubling with c in {0, 0.25, 1} vs fixed-epoch POLAR",
+    )
     args = ap.parse_args()
+    if args.ablation:
+        _ablation(args.horizon, args.seeds)
+        return
     scenario = dataclasses.replace(PagingScenario(), horizon=args.horizon)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -70,6 +78,22 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _plot(curves, summary, args.out / "paging.png")
     print(f"wrote {args.out}/summary.json and paging.png in {summary['wall_s']} s")
+
+
+def _ablation(horizon: int, seeds: int) -> None:
+    """Which part of POLAR+ costs what: epoch doubling alone, and with forced exploration."""
+    base = dataclasses.replace(PagingScenario(), horizon=horizon)
+    variants = [("polar (fixed epochs)", "polar", 0.0)] + [
+        (f"polar+ doubling, c={c}", "polar+", c) for c in (0.0, 0.25, 1.0)
+    ]
+    for name, policy, c in variants:
+        s = dataclasses.replace(base, forced_exploration=c)
+        regrets = np.array([run(policy, s, seed).regret for seed in range(seeds)])
+        print(
+            f"{name:26s} regret {regrets[:, -1].mean():8.1f} ± {regrets[:, -1].std(ddof=1):6.1f}"
+            f"  slope {slope(regrets.mean(0)):.2f}",
+            flush=True,
+        )
 
 
 def _plot(curves: dict[str, np.ndarray], summary: dict[str, object], path: Path) -> None:

@@ -71,3 +71,9 @@ deploy-check: deploy-render  ## hadolint + strict schema validation + the deploy
 
 .PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench
 .PHONY: image deploy-render deploy-check
+
+# -- adapter paging simulation (docs/paging.md) ---------------------------------------------------
+sim-paging: $(STAMP)  ## POLAR/POLAR+ vs LRU/LFU/static/oracle: summary.json + paging.png
+	$(PY) simulations/paging.py --horizon 50000 --seeds 5 --out simulations/out/paging
+
+.PHONY: sim-paging

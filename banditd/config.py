@@ -21,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from banditd.cache.controller import ControllerParams, PagingCost
+from banditd.cache.pager import PagingConfig
 from banditd.features.schema import NumericFeature
 from banditd.policies.spec import PolicyConfig, PriceWeights, RewardFunction
 
@@ -77,6 +79,48 @@ class PriceSettings(_Section):
     latency_ms: float = Field(0.0, ge=0)
 
 
+# -- paging (cache-aware adapter paging, docs/paging.md) ----------------------------------------
+class PagingSettings(_Section):
+    """Cache-aware adapter paging for a policy whose arms are LoRA adapters (POLAR / POLAR+).
+
+    A Route that names a `replica` prices each non-resident candidate at
+    latency_weight · expected paging latency (reward units per ms) and the controller re-plans
+    the replica's resident set every epoch of Routes (docs/paging.md).
+    """
+
+    enabled: bool = False
+    capacity_slots: int = Field(4, ge=0, description="adapters a replica holds, until reported")
+    capacity_bytes: int = Field(0, ge=0, description="0 = no byte limit, until reported")
+    latency_weight: float = Field(0.0, ge=0, description="reward units per ms of paging")
+    default_latency_ms: float = Field(50.0, ge=0, description="load latency when not reported")
+    ms_per_mb: float = Field(0.0, ge=0, description="extra load latency per MB of adapter")
+    epoch_steps: int = Field(1000, ge=1, description="Routes per epoch (the first, if doubling)")
+    doubling: bool = Field(False, description="POLAR+: epoch k lasts epoch_steps * 2^k")
+    forced_exploration: float = Field(0.0, ge=0, description="POLAR+ c: n_a < c*sqrt(t)")
+    pinned: list[str] = Field(default_factory=list, description="never evicted")
+    max_loads_per_epoch: int = Field(0, ge=0, description="0 = no limit")
+    max_loads_per_s: float = Field(0.0, ge=0, description="token-bucket rate; 0 = no limit")
+    load_burst: int = Field(1, ge=1)
+    window: int = Field(512, ge=1, description="recent Routes the utilities are taken over")
+
+    def to_config(self) -> PagingConfig:
+        return PagingConfig(
+            capacity_slots=self.capacity_slots,
+            capacity_bytes=self.capacity_bytes,
+            cost=PagingCost(self.latency_weight, self.default_latency_ms, self.ms_per_mb),
+            controller=ControllerParams(
+                epoch_steps=self.epoch_steps,
+                doubling=self.doubling,
+                forced_exploration=self.forced_exploration,
+                max_loads=self.max_loads_per_epoch,
+                pinned=frozenset(self.pinned),
+            ),
+            max_loads_per_s=self.max_loads_per_s,
+            load_burst=self.load_burst,
+            window=self.window,
+        )
+
+
 class PolicySettings(_Section):
     algorithm: Literal["linucb", "thompson"] = "linucb"
     alpha: float = Field(1.0, ge=0, description="LinUCB exploration width")
@@ -96,6 +140,7 @@ class PolicySettings(_Section):
     default_reward: float = 0.0
     decay_half_life_s: float = Field(0.0, ge=0, description="0 = no forgetting")
     decay_interval_s: float = Field(0.0, ge=0, description="0 = half_life / 16")
+    paging: PagingSettings = PagingSettings()  # docs/paging.md
 
     @field_validator("default_reward")
     @classmethod
@@ -186,6 +231,10 @@ class Settings(BaseSettings):
 
     def policy_configs(self) -> dict[str, PolicyConfig]:
         return {name: p.to_config(name) for name, p in self.policies.items()}
+
+    def paging_configs(self) -> dict[str, PagingConfig]:
+        """Paging rules of the policies that page adapters (docs/paging.md)."""
+        return {n: p.paging.to_config() for n, p in self.policies.items() if p.paging.enabled}
 
 
 def load_settings(config: Path | None = None, flags: Sequence[str] = ()) -> Settings:

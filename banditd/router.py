@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from banditd.cache.pager import Pager, PagingAdvice
 from banditd.errors import (
     DecisionExpiredError,
     DecisionNotFoundError,
@@ -58,6 +59,7 @@ class RouteResult:
     degraded: bool
     fingerprint: str
     deadline: float
+    paging: PagingAdvice | None = None  # set when the policy pages adapters on `replica`
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ class Router:
         trace: TraceSink | None = None,
         template: PolicyConfig | None = None,
         new_id: Callable[[str], str] = new_decision_id,
+        pager: Pager | None = None,
     ) -> None:
         self._extractor_for = extractor_for
         self._policies = {name: self._build(cfg) for name, cfg in policies.items()}
@@ -125,6 +128,7 @@ class Router:
         self._trace = trace
         self._template = template
         self._new_id = new_id
+        self._pager = pager
 
     # -- policies ------------------------------------------------------------------------
     def _build(self, config: PolicyConfig) -> _Policy:
@@ -170,7 +174,12 @@ class Router:
 
     # -- Route ---------------------------------------------------------------------------
     async def route(
-        self, policy_name: str, segment: str, context: Context, candidates: Sequence[Candidate]
+        self,
+        policy_name: str,
+        segment: str,
+        context: Context,
+        candidates: Sequence[Candidate],
+        replica: str = "",
     ) -> RouteResult:
         policy = self._resolve(policy_name)
         config = policy.config
@@ -194,10 +203,17 @@ class Router:
              for c in candidates),
             dtype=np.float64, count=len(candidates),
         )  # fmt: skip
+        # Paging: a non-resident adapter pays its expected paging cost (banditd/cache/pager.py).
+        paging = self._pager.config(config.name) if self._pager and replica else None
+        if self._pager is not None and paging is not None:
+            residency = await self._pager.residency(replica, paging)
+            penalty += self._pager.penalty(residency, ids, paging)
         if isinstance(policy.params, linucb.LinUCBParams):
             choice = linucb.choose(states, xs, penalty, policy.params, self._rng)
         else:
             choice = thompson.choose(states, xs, penalty, policy.params, self._rng)
+        if self._pager is not None and paging is not None:
+            choice = self._pager.explore(paging, replica, residency, ids, choice, self._rng)
         now = self._clock.now()
         decision_id = self._new_id(config.name)
         arm = ids[choice.index]
@@ -208,12 +224,17 @@ class Router:
             snapshot.version, now, deadline, SHARED_ARM if config.model == "shared" else "",
         )  # fmt: skip
         await self._store.record(pending)
+        advice = None
+        if self._pager is not None and paging is not None:
+            advice = await self._pager.observe(
+                paging, replica, residency, ids, choice.estimate + choice.bonus, arm, now
+            )
         if self._trace is not None:
             self._trace.write(_decision_record(pending, context, candidates, choice, x))
         return RouteResult(
             decision_id, arm, propensity, ids, choice, tuple(s.n for s in states),
             snapshot.version, config.algorithm, snapshot.degraded, policy.extractor.fingerprint,
-            deadline,
+            deadline, advice,
         )  # fmt: skip
 
     def _check_candidates(

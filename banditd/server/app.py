@@ -27,6 +27,8 @@ from prometheus_client import start_http_server
 
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+from banditd.cache.pager import Pager
+from banditd.cache.residency import InMemoryResidencyStore
 from banditd.config import Settings
 from banditd.features.schema import NumericExtractor
 from banditd.policies.spec import PolicyConfig
@@ -135,6 +137,8 @@ def build_daemon(
     store = store if store is not None else build_store(settings)
     trace = JsonlTraceWriter(Path(settings.trace_path)) if settings.trace_path else None
     template = settings.policy_template.to_config("template")
+    paging = settings.paging_configs()  # docs/paging.md: residency is in process for now
+    pager = Pager(paging, InMemoryResidencyStore()) if paging else None
     router = Router(
         settings.policy_configs(),
         extractor_factory(settings),
@@ -143,6 +147,7 @@ def build_daemon(
         np.random.default_rng(settings.seed),
         trace=trace,
         template=template if settings.auto_create_policies else None,
+        pager=pager,
     )
     metrics = Metrics()
     max_bytes = settings.server.max_message_bytes
@@ -155,7 +160,7 @@ def build_daemon(
         ],
     )
     pb_grpc.add_RouterServicer_to_server(  # type: ignore[no-untyped-call]
-        RouterService(router, metrics), server
+        RouterService(router, metrics, pager), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -5,6 +5,7 @@ No policy math and no store access here: everything goes through banditd.router.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -14,6 +15,8 @@ import structlog
 
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+from banditd.cache.controller import Directive, Load, Residency
+from banditd.cache.pager import Pager, PagingPlan
 from banditd.errors import (
     BanditdError,
     DecisionExpiredError,
@@ -82,7 +85,16 @@ def to_route_response(result: RouteResult) -> pb.RouteResponse:
         )
         for i, arm in enumerate(result.candidates)
     ]
+    paging = None
+    if result.paging is not None:
+        advice = result.paging
+        paging = pb.PagingAdvice(
+            replica=advice.replica, must_load=advice.must_load,
+            paging_latency_ms=advice.latency_ms, paging_penalty=advice.penalty,
+            epoch=advice.epoch, directives=to_directives(advice.directives),
+        )  # fmt: skip
     return pb.RouteResponse(
+        paging=paging,
         decision_id=result.decision_id,
         arm_id=result.arm,
         propensity=result.propensity,
@@ -92,6 +104,46 @@ def to_route_response(result: RouteResult) -> pb.RouteResponse:
         degraded=result.degraded,
         pipeline_fingerprint=result.fingerprint,
         feedback_deadline_unix_s=result.deadline,
+    )
+
+
+# -- paging (docs/paging.md) --------------------------------------------------------------------
+_ACTION_LOAD = pb.PagingDirective.ACTION_LOAD
+_ACTION_EVICT = pb.PagingDirective.ACTION_EVICT
+
+
+def to_directives(directives: tuple[Directive, ...]) -> list[pb.PagingDirective]:
+    return [
+        pb.PagingDirective(
+            action=_ACTION_LOAD if isinstance(d, Load) else _ACTION_EVICT, adapter_id=d.adapter
+        )
+        for d in directives
+    ]
+
+
+def to_paging_plan(plan: PagingPlan) -> pb.PagingPlan:
+    return pb.PagingPlan(
+        replica=plan.replica, epoch=plan.epoch, directives=to_directives(plan.directives),
+        resident=sorted(plan.residency.resident),
+        capacity_slots=plan.residency.capacity_slots,
+        capacity_bytes=plan.residency.capacity_bytes,
+    )  # fmt: skip
+
+
+def to_residency(request: pb.ReportResidencyRequest) -> Residency:
+    if not request.replica:
+        raise InvalidRequestError("replica is required")
+    ids = [a.adapter_id for a in request.adapters]
+    if len(set(ids)) != len(ids) or not all(ids):
+        raise InvalidRequestError("adapter ids must be non-empty and unique")
+    if any(not math.isfinite(a.load_ms) or a.load_ms < 0 for a in request.adapters):
+        raise InvalidRequestError("load_ms must be finite and >= 0")
+    return Residency(
+        frozenset(a.adapter_id for a in request.adapters if a.resident),
+        request.capacity_slots,
+        request.capacity_bytes,
+        {a.adapter_id: a.size_bytes for a in request.adapters if a.size_bytes},
+        {a.adapter_id: a.load_ms for a in request.adapters if a.load_ms > 0},
     )
 
 
@@ -107,9 +159,10 @@ def to_feedback_response(result: FeedbackResult) -> pb.FeedbackResponse:
 class RouterService(pb_grpc.RouterServicer):
     """The banditd.v1.Router gRPC service."""
 
-    def __init__(self, router: Router, metrics: Metrics) -> None:
+    def __init__(self, router: Router, metrics: Metrics, pager: Pager | None = None) -> None:
         self._router = router
         self._metrics = metrics
+        self._pager = pager
 
     def _done(self, rpc: str, started: float, code: grpc.StatusCode, **fields: Any) -> None:
         elapsed = time.perf_counter() - started
@@ -130,6 +183,7 @@ class RouterService(pb_grpc.RouterServicer):
                 request.segment,
                 to_context(request.context),
                 to_candidates(request.candidates),
+                replica=request.replica,
             )
         except BanditdError as exc:
             self._done("Route", started, status_for(exc), policy=request.policy, error=str(exc))
@@ -142,6 +196,8 @@ class RouterService(pb_grpc.RouterServicer):
             arm=result.arm, propensity=round(result.propensity, 6), k=len(result.candidates),
             decision_id=result.decision_id, model_version=result.model_version,
             degraded=result.degraded,
+            **({"replica": request.replica, "must_load": result.paging.must_load}
+               if result.paging else {}),
         )  # fmt: skip
         return to_route_response(result)
 
@@ -169,3 +225,37 @@ class RouterService(pb_grpc.RouterServicer):
             model_version=result.model_version,
         )  # fmt: skip
         return to_feedback_response(result)
+
+    async def ReportResidency(
+        self, request: pb.ReportResidencyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PagingPlan:
+        started = time.perf_counter()
+        try:
+            if self._pager is None:
+                raise FailedPreconditionError("no policy pages adapters (paging.enabled)")
+            plan = await self._pager.report(request.replica, to_residency(request))
+        except BanditdError as exc:
+            self._done("ReportResidency", started, status_for(exc), error=str(exc))
+            await _abort(context, exc)
+        self._done(
+            "ReportResidency", started, grpc.StatusCode.OK, replica=request.replica,
+            resident=len(plan.residency.resident), directives=len(plan.directives),
+        )  # fmt: skip
+        return to_paging_plan(plan)
+
+    async def GetPagingPlan(
+        self, request: pb.GetPagingPlanRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PagingPlan:
+        started = time.perf_counter()
+        try:
+            if self._pager is None:
+                raise FailedPreconditionError("no policy pages adapters (paging.enabled)")
+            if not request.replica:
+                raise InvalidRequestError("replica is required")
+            plan = await self._pager.current(request.replica)
+        except BanditdError as exc:
+            self._done("GetPagingPlan", started, status_for(exc), error=str(exc))
+            await _abort(context, exc)
+        self._done("GetPagingPlan", started, grpc.StatusCode.OK, replica=request.replica,
+                   epoch=plan.epoch, directives=len(plan.directives))  # fmt: skip
+        return to_paging_plan(plan)

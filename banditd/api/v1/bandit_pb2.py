@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62\x61nditd/api/v1/bandit.proto\x12\nbanditd.v1\"\xff\x01\n\x07\x43ontext\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32!.banditd.v1.Context.FeaturesEntry\x12\x39\n\x0b\x63\x61tegorical\x18\x03 \x03(\x0b\x32$.banditd.v1.Context.CategoricalEntry\x12\x11\n\tembedding\x18\x04 \x03(\x01\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10\x43\x61tegoricalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\x01\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\x12\x1b\n\x13\x65xpected_latency_ms\x18\x04 \x01(\x01\"\x80\x01\n\x0cRouteRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0f\n\x07segment\x18\x02 \x01(\t\x12$\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x13.banditd.v1.Context\x12)\n\ncandidates\x18\x04 \x03(\x0b\x32\x15.banditd.v1.Candidate\"~\n\x08\x41rmScore\x12\x0e\n\x06\x61rm_id\x18\x01 \x01(\t\x12\x10\n\x08\x65stimate\x18\x02 \x01(\x01\x12\r\n\x05\x62onus\x18\x03 \x01(\x01\x12\x0f\n\x07penalty\x18\x04 \x01(\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x12\n\npropensity\x18\x06 \x01(\x01\x12\r\n\x05pulls\x18\x07 \x01(\x04\"\xea\x01\n\rRouteResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61rm_id\x18\x02 \x01(\t\x12\x12\n\npropensity\x18\x03 \x01(\x01\x12$\n\x06scores\x18\x04 \x03(\x0b\x32\x14.banditd.v1.ArmScore\x12\x15\n\rmodel_version\x18\x05 \x01(\x04\x12\x11\n\talgorithm\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x07 \x01(\x08\x12\x1c\n\x14pipeline_fingerprint\x18\x08 \x01(\t\x12 \n\x18\x66\x65\x65\x64\x62\x61\x63k_deadline_unix_s\x18\t \x01(\x01\"\xb1\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x13\n\x06reward\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x39\n\x07metrics\x18\x03 \x03(\x0b\x32(.banditd.v1.FeedbackRequest.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\t\n\x07_reward\"u\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.banditd.v1.FeedbackStatus\x12\x0e\n\x06\x61rm_id\x18\x02 \x01(\t\x12\x0e\n\x06reward\x18\x03 \x01(\x01\x12\x15\n\rmodel_version\x18\x04 \x01(\x04*m\n\x0e\x46\x65\x65\x64\x62\x61\x63kStatus\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46\x45\x45\x44\x42\x41\x43K_STATUS_APPLIED\x10\x01\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_STATUS_DUPLICATE\x10\x02\x32\x8d\x01\n\x06Router\x12<\n\x05Route\x12\x18.banditd.v1.RouteRequest\x1a\x19.banditd.v1.RouteResponse\x12\x45\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1b.banditd.v1.FeedbackRequest\x1a\x1c.banditd.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62\x61nditd/api/v1/bandit.proto\x12\nbanditd.v1\"\xff\x01\n\x07\x43ontext\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32!.banditd.v1.Context.FeaturesEntry\x12\x39\n\x0b\x63\x61tegorical\x18\x03 \x03(\x0b\x32$.banditd.v1.Context.CategoricalEntry\x12\x11\n\tembedding\x18\x04 \x03(\x01\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10\x43\x61tegoricalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\x01\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\x12\x1b\n\x13\x65xpected_latency_ms\x18\x04 \x01(\x01\"\x91\x01\n\x0cRouteRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0f\n\x07segment\x18\x02 \x01(\t\x12$\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x13.banditd.v1.Context\x12)\n\ncandidates\x18\x04 \x03(\x0b\x32\x15.banditd.v1.Candidate\x12\x0f\n\x07replica\x18\x05 \x01(\t\"~\n\x08\x41rmScore\x12\x0e\n\x06\x61rm_id\x18\x01 \x01(\t\x12\x10\n\x08\x65stimate\x18\x02 \x01(\x01\x12\r\n\x05\x62onus\x18\x03 \x01(\x01\x12\x0f\n\x07penalty\x18\x04 \x01(\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x12\n\npropensity\x18\x06 \x01(\x01\x12\r\n\x05pulls\x18\x07 \x01(\x04\"\x94\x02\n\rRouteResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61rm_id\x18\x02 \x01(\t\x12\x12\n\npropensity\x18\x03 \x01(\x01\x12$\n\x06scores\x18\x04 \x03(\x0b\x32\x14.banditd.v1.ArmScore\x12\x15\n\rmodel_version\x18\x05 \x01(\x04\x12\x11\n\talgorithm\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x07 \x01(\x08\x12\x1c\n\x14pipeline_fingerprint\x18\x08 \x01(\t\x12 \n\x18\x66\x65\x65\x64\x62\x61\x63k_deadline_unix_s\x18\t \x01(\x01\x12(\n\x06paging\x18\n \x01(\x0b\x32\x18.banditd.v1.PagingAdvice\"\xa5\x01\n\x0cPagingAdvice\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\x11\n\tmust_load\x18\x02 \x01(\x08\x12\x19\n\x11paging_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0epaging_penalty\x18\x04 \x01(\x01\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12/\n\ndirectives\x18\x06 \x03(\x0b\x32\x1b.banditd.v1.PagingDirective\"\x9e\x01\n\x0fPagingDirective\x12\x32\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\".banditd.v1.PagingDirective.Action\x12\x12\n\nadapter_id\x18\x02 \x01(\t\"C\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43TION_LOAD\x10\x01\x12\x10\n\x0c\x41\x43TION_EVICT\x10\x02\"]\n\x10\x41\x64\x61pterResidency\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x10\n\x08resident\x18\x02 \x01(\x08\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07load_ms\x18\x04 \x01(\x01\"\x89\x01\n\x16ReportResidencyRequest\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12.\n\x08\x61\x64\x61pters\x18\x02 \x03(\x0b\x32\x1c.banditd.v1.AdapterResidency\x12\x16\n\x0e\x63\x61pacity_slots\x18\x03 \x01(\r\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x04\"\'\n\x14GetPagingPlanRequest\x12\x0f\n\x07replica\x18\x01 \x01(\t\"\x9f\x01\n\nPagingPlan\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12/\n\ndirectives\x18\x03 \x03(\x0b\x32\x1b.banditd.v1.PagingDirective\x12\x10\n\x08resident\x18\x04 \x03(\t\x12\x16\n\x0e\x63\x61pacity_slots\x18\x05 \x01(\r\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x06 \x01(\x04\"\xb1\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x13\n\x06reward\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x39\n\x07metrics\x18\x03 \x03(\x0b\x32(.banditd.v1.FeedbackRequest.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\t\n\x07_reward\"u\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.banditd.v1.FeedbackStatus\x12\x0e\n\x06\x61rm_id\x18\x02 \x01(\t\x12\x0e\n\x06reward\x18\x03 \x01(\x01\x12\x15\n\rmodel_version\x18\x04 \x01(\x04*m\n\x0e\x46\x65\x65\x64\x62\x61\x63kStatus\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46\x45\x45\x44\x42\x41\x43K_STATUS_APPLIED\x10\x01\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_STATUS_DUPLICATE\x10\x02\x32\xa7\x02\n\x06Router\x12<\n\x05Route\x12\x18.banditd.v1.RouteRequest\x1a\x19.banditd.v1.RouteResponse\x12\x45\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1b.banditd.v1.FeedbackRequest\x1a\x1c.banditd.v1.FeedbackResponse\x12M\n\x0fReportResidency\x12\".banditd.v1.ReportResidencyRequest\x1a\x16.banditd.v1.PagingPlan\x12I\n\rGetPagingPlan\x12 .banditd.v1.GetPagingPlanRequest\x1a\x16.banditd.v1.PagingPlanb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTEXT_CATEGORICALENTRY']._serialized_options = b'8\001'
   _globals['_FEEDBACKREQUEST_METRICSENTRY']._loaded_options = None
   _globals['_FEEDBACKREQUEST_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_FEEDBACKSTATUS']._serialized_start=1182
-  _globals['_FEEDBACKSTATUS']._serialized_end=1291
+  _globals['_FEEDBACKSTATUS']._serialized_start=2008
+  _globals['_FEEDBACKSTATUS']._serialized_end=2117
   _globals['_CONTEXT']._serialized_start=44
   _globals['_CONTEXT']._serialized_end=299
   _globals['_CONTEXT_FEATURESENTRY']._serialized_start=200
@@ -48,17 +48,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANDIDATE']._serialized_start=301
   _globals['_CANDIDATE']._serialized_end=385
   _globals['_ROUTEREQUEST']._serialized_start=388
-  _globals['_ROUTEREQUEST']._serialized_end=516
-  _globals['_ARMSCORE']._serialized_start=518
-  _globals['_ARMSCORE']._serialized_end=644
-  _globals['_ROUTERESPONSE']._serialized_start=647
-  _globals['_ROUTERESPONSE']._serialized_end=881
-  _globals['_FEEDBACKREQUEST']._serialized_start=884
-  _globals['_FEEDBACKREQUEST']._serialized_end=1061
-  _globals['_FEEDBACKREQUEST_METRICSENTRY']._serialized_start=1004
-  _globals['_FEEDBACKREQUEST_METRICSENTRY']._serialized_end=1050
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1063
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1180
-  _globals['_ROUTER']._serialized_start=1294
-  _globals['_ROUTER']._serialized_end=1435
+  _globals['_ROUTEREQUEST']._serialized_end=533
+  _globals['_ARMSCORE']._serialized_start=535
+  _globals['_ARMSCORE']._serialized_end=661
+  _globals['_ROUTERESPONSE']._serialized_start=664
+  _globals['_ROUTERESPONSE']._serialized_end=940
+  _globals['_PAGINGADVICE']._serialized_start=943
+  _globals['_PAGINGADVICE']._serialized_end=1108
+  _globals['_PAGINGDIRECTIVE']._serialized_start=1111
+  _globals['_PAGINGDIRECTIVE']._serialized_end=1269
+  _globals['_PAGINGDIRECTIVE_ACTION']._serialized_start=1202
+  _globals['_PAGINGDIRECTIVE_ACTION']._serialized_end=1269
+  _globals['_ADAPTERRESIDENCY']._serialized_start=1271
+  _globals['_ADAPTERRESIDENCY']._serialized_end=1364
+  _globals['_REPORTRESIDENCYREQUEST']._serialized_start=1367
+  _globals['_REPORTRESIDENCYREQUEST']._serialized_end=1504
+  _globals['_GETPAGINGPLANREQUEST']._serialized_start=1506
+  _globals['_GETPAGINGPLANREQUEST']._serialized_end=1545
+  _globals['_PAGINGPLAN']._serialized_start=1548
+  _globals['_PAGINGPLAN']._serialized_end=1707
+  _globals['_FEEDBACKREQUEST']._serialized_start=1710
+  _globals['_FEEDBACKREQUEST']._serialized_end=1887
+  _globals['_FEEDBACKREQUEST_METRICSENTRY']._serialized_start=1830
+  _globals['_FEEDBACKREQUEST_METRICSENTRY']._serialized_end=1876
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1889
+  _globals['_FEEDBACKRESPONSE']._serialized_end=2006
+  _globals['_ROUTER']._serialized_start=2120
+  _globals['_ROUTER']._serialized_end=2415
 # @@protoc_insertion_point(module_scope)

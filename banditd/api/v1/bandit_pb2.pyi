@@ -55,16 +55,18 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., features: _Optional[_Iterable[float]] = ..., cost: _Optional[float] = ..., expected_latency_ms: _Optional[float] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("policy", "segment", "context", "candidates")
+    __slots__ = ("policy", "segment", "context", "candidates", "replica")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     policy: str
     segment: str
     context: Context
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
-    def __init__(self, policy: _Optional[str] = ..., segment: _Optional[str] = ..., context: _Optional[_Union[Context, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+    replica: str
+    def __init__(self, policy: _Optional[str] = ..., segment: _Optional[str] = ..., context: _Optional[_Union[Context, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class ArmScore(_message.Message):
     __slots__ = ("arm_id", "estimate", "bonus", "penalty", "score", "propensity", "pulls")
@@ -85,7 +87,7 @@ class ArmScore(_message.Message):
     def __init__(self, arm_id: _Optional[str] = ..., estimate: _Optional[float] = ..., bonus: _Optional[float] = ..., penalty: _Optional[float] = ..., score: _Optional[float] = ..., propensity: _Optional[float] = ..., pulls: _Optional[int] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("decision_id", "arm_id", "propensity", "scores", "model_version", "algorithm", "degraded", "pipeline_fingerprint", "feedback_deadline_unix_s")
+    __slots__ = ("decision_id", "arm_id", "propensity", "scores", "model_version", "algorithm", "degraded", "pipeline_fingerprint", "feedback_deadline_unix_s", "paging")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ARM_ID_FIELD_NUMBER: _ClassVar[int]
     PROPENSITY_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +97,7 @@ class RouteResponse(_message.Message):
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_DEADLINE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    PAGING_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     arm_id: str
     propensity: float
@@ -104,7 +107,86 @@ class RouteResponse(_message.Message):
     degraded: bool
     pipeline_fingerprint: str
     feedback_deadline_unix_s: float
-    def __init__(self, decision_id: _Optional[str] = ..., arm_id: _Optional[str] = ..., propensity: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[ArmScore, _Mapping]]] = ..., model_version: _Optional[int] = ..., algorithm: _Optional[str] = ..., degraded: bool = ..., pipeline_fingerprint: _Optional[str] = ..., feedback_deadline_unix_s: _Optional[float] = ...) -> None: ...
+    paging: PagingAdvice
+    def __init__(self, decision_id: _Optional[str] = ..., arm_id: _Optional[str] = ..., propensity: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[ArmScore, _Mapping]]] = ..., model_version: _Optional[int] = ..., algorithm: _Optional[str] = ..., degraded: bool = ..., pipeline_fingerprint: _Optional[str] = ..., feedback_deadline_unix_s: _Optional[float] = ..., paging: _Optional[_Union[PagingAdvice, _Mapping]] = ...) -> None: ...
+
+class PagingAdvice(_message.Message):
+    __slots__ = ("replica", "must_load", "paging_latency_ms", "paging_penalty", "epoch", "directives")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    MUST_LOAD_FIELD_NUMBER: _ClassVar[int]
+    PAGING_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    PAGING_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    DIRECTIVES_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    must_load: bool
+    paging_latency_ms: float
+    paging_penalty: float
+    epoch: int
+    directives: _containers.RepeatedCompositeFieldContainer[PagingDirective]
+    def __init__(self, replica: _Optional[str] = ..., must_load: bool = ..., paging_latency_ms: _Optional[float] = ..., paging_penalty: _Optional[float] = ..., epoch: _Optional[int] = ..., directives: _Optional[_Iterable[_Union[PagingDirective, _Mapping]]] = ...) -> None: ...
+
+class PagingDirective(_message.Message):
+    __slots__ = ("action", "adapter_id")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[PagingDirective.Action]
+        ACTION_LOAD: _ClassVar[PagingDirective.Action]
+        ACTION_EVICT: _ClassVar[PagingDirective.Action]
+    ACTION_UNSPECIFIED: PagingDirective.Action
+    ACTION_LOAD: PagingDirective.Action
+    ACTION_EVICT: PagingDirective.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    action: PagingDirective.Action
+    adapter_id: str
+    def __init__(self, action: _Optional[_Union[PagingDirective.Action, str]] = ..., adapter_id: _Optional[str] = ...) -> None: ...
+
+class AdapterResidency(_message.Message):
+    __slots__ = ("adapter_id", "resident", "size_bytes", "load_ms")
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MS_FIELD_NUMBER: _ClassVar[int]
+    adapter_id: str
+    resident: bool
+    size_bytes: int
+    load_ms: float
+    def __init__(self, adapter_id: _Optional[str] = ..., resident: bool = ..., size_bytes: _Optional[int] = ..., load_ms: _Optional[float] = ...) -> None: ...
+
+class ReportResidencyRequest(_message.Message):
+    __slots__ = ("replica", "adapters", "capacity_slots", "capacity_bytes")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    adapters: _containers.RepeatedCompositeFieldContainer[AdapterResidency]
+    capacity_slots: int
+    capacity_bytes: int
+    def __init__(self, replica: _Optional[str] = ..., adapters: _Optional[_Iterable[_Union[AdapterResidency, _Mapping]]] = ..., capacity_slots: _Optional[int] = ..., capacity_bytes: _Optional[int] = ...) -> None: ...
+
+class GetPagingPlanRequest(_message.Message):
+    __slots__ = ("replica",)
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    def __init__(self, replica: _Optional[str] = ...) -> None: ...
+
+class PagingPlan(_message.Message):
+    __slots__ = ("replica", "epoch", "directives", "resident", "capacity_slots", "capacity_bytes")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    DIRECTIVES_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    epoch: int
+    directives: _containers.RepeatedCompositeFieldContainer[PagingDirective]
+    resident: _containers.RepeatedScalarFieldContainer[str]
+    capacity_slots: int
+    capacity_bytes: int
+    def __init__(self, replica: _Optional[str] = ..., epoch: _Optional[int] = ..., directives: _Optional[_Iterable[_Union[PagingDirective, _Mapping]]] = ..., resident: _Optional[_Iterable[str]] = ..., capacity_slots: _Optional[int] = ..., capacity_bytes: _Optional[int] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("decision_id", "reward", "metrics")

@@ -45,6 +45,16 @@ class RouterStub(object):
                 request_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.ReportResidency = channel.unary_unary(
+                '/banditd.v1.Router/ReportResidency',
+                request_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.ReportResidencyRequest.SerializeToString,
+                response_deserializer=banditd_dot_api_dot_v1_dot_bandit__pb2.PagingPlan.FromString,
+                _registered_method=True)
+        self.GetPagingPlan = channel.unary_unary(
+                '/banditd.v1.Router/GetPagingPlan',
+                request_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.GetPagingPlanRequest.SerializeToString,
+                response_deserializer=banditd_dot_api_dot_v1_dot_bandit__pb2.PagingPlan.FromString,
+                _registered_method=True)
 
 
 class RouterServicer(object):
@@ -66,6 +76,21 @@ class RouterServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportResidency(self, request, context):
+        """Adapter paging (docs/paging.md). The serving stack reports what one replica holds in fast
+        memory; the answer is the replica's current plan (what to load and evict).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPagingPlan(self, request, context):
+        """The replica's current plan, made by the cache controller at its last epoch boundary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +103,16 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackRequest.FromString,
                     response_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'ReportResidency': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportResidency,
+                    request_deserializer=banditd_dot_api_dot_v1_dot_bandit__pb2.ReportResidencyRequest.FromString,
+                    response_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.PagingPlan.SerializeToString,
+            ),
+            'GetPagingPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPagingPlan,
+                    request_deserializer=banditd_dot_api_dot_v1_dot_bandit__pb2.GetPagingPlanRequest.FromString,
+                    response_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.PagingPlan.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +170,60 @@ class Router(object):
             '/banditd.v1.Router/Feedback',
             banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackRequest.SerializeToString,
             banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportResidency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banditd.v1.Router/ReportResidency',
+            banditd_dot_api_dot_v1_dot_bandit__pb2.ReportResidencyRequest.SerializeToString,
+            banditd_dot_api_dot_v1_dot_bandit__pb2.PagingPlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPagingPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banditd.v1.Router/GetPagingPlan',
+            banditd_dot_api_dot_v1_dot_bandit__pb2.GetPagingPlanRequest.SerializeToString,
+            banditd_dot_api_dot_v1_dot_bandit__pb2.PagingPlan.FromString,
             options,
             channel_credentials,
             insecure,

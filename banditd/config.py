@@ -23,6 +23,9 @@ from pydantic_settings import (
 
 from banditd.cache.controller import ControllerParams, PagingCost
 from banditd.cache.pager import PagingConfig
+from banditd.features.batcher import BatchingOptions
+from banditd.features.encoder import EncoderOptions
+from banditd.features.pipeline import CategoricalFeature, TextFeature
 from banditd.features.schema import NumericFeature
 from banditd.policies.spec import PolicyConfig, PriceWeights, RewardFunction
 
@@ -43,12 +46,87 @@ class NumericFeatureSettings(_Section):
     std: float = Field(1.0, gt=0)
 
 
+# -- feature pipeline (docs/features.md) ----------------------------------------------------
+class CategoricalFeatureSettings(_Section):
+    """One categorical feature: one-hot over `vocabulary`, or hashed into `buckets` slots."""
+
+    name: str
+    vocabulary: list[str] = Field(default_factory=list)
+    buckets: int = Field(0, ge=0, le=65_536)
+
+    @model_validator(mode="after")
+    def _one_encoding(self) -> CategoricalFeatureSettings:
+        if bool(self.vocabulary) == (self.buckets > 0):
+            raise ValueError(f"categorical {self.name!r}: set exactly one of vocabulary, buckets")
+        if len(set(self.vocabulary)) != len(self.vocabulary):
+            raise ValueError(f"categorical {self.name!r}: vocabulary has duplicates")
+        return self
+
+    def to_feature(self) -> CategoricalFeature:
+        return CategoricalFeature(self.name, tuple(self.vocabulary), self.buckets)
+
+
+class TextFeatureSettings(_Section):
+    """The text block: an ONNX encoder's unit vector, randomly projected to `dim`."""
+
+    encoder: Literal["ngram", "minilm"] = "ngram"
+    model_path: str = Field("", description="'' = models/ngram-v1.onnx or the packaged MiniLM")
+    tokenizer_path: str = Field("", description="minilm: tokenizer.json ('' = packaged one)")
+    max_tokens: int = Field(256, ge=1, le=8192, description="longer texts are truncated")
+    dim: int = Field(32, ge=0, le=1024, description="projected dimension; 0 = encoder's own")
+    projection_seed: int = Field(0, ge=0)
+
+    def to_feature(self) -> TextFeature:
+        return TextFeature(self.dim, self.projection_seed)
+
+
+class TextEncoderSettings(_Section):
+    """How text encoders run (process-wide; none of this changes the vectors)."""
+
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    intra_op_threads: int = Field(1, ge=0, le=64, description="0 = onnxruntime default")
+    workers: int = Field(1, ge=1, le=64, description="encoder runs in flight (thread pool)")
+    max_batch: int = Field(16, ge=1, le=1024)
+    max_wait_ms: float = Field(0.0, ge=0, le=100, description="micro-batching wait bound")
+    cache_size: int = Field(10_000, ge=0, description="LRU of embeddings by text hash; 0 = off")
+
+    def encoder_options(self, text: TextFeatureSettings) -> EncoderOptions:
+        return EncoderOptions(
+            kind=text.encoder,
+            model_path=text.model_path,
+            tokenizer_path=text.tokenizer_path,
+            max_tokens=text.max_tokens,
+            providers=tuple(self.providers),
+            intra_op_threads=self.intra_op_threads,
+        )
+
+    def batching_options(self) -> BatchingOptions:
+        return BatchingOptions(self.workers, self.max_batch, self.max_wait_ms, self.cache_size)
+
+
 class FeatureSettings(_Section):
-    """How a policy turns a request context into its vector: [1 (bias), numeric features...]."""
+    """How a policy turns a request context into its vector:
+    [1 (bias), numeric..., categorical one-hot/hashed..., projected text]."""
 
     numeric: list[NumericFeatureSettings | str] = Field(default_factory=list)
     # Unknown feature names in a request are an error (typos would otherwise be silent).
     allow_unknown: bool = False
+    categorical: list[CategoricalFeatureSettings] = Field(default_factory=list)
+    text: TextFeatureSettings | None = None
+
+    @property
+    def is_numeric_only(self) -> bool:
+        return not self.categorical and self.text is None
+
+    @model_validator(mode="after")
+    def _unique_categorical(self) -> FeatureSettings:
+        names = [c.name for c in self.categorical]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate categorical names in {names}")
+        return self
+
+    def categorical_features(self) -> tuple[CategoricalFeature, ...]:
+        return tuple(c.to_feature() for c in self.categorical)
 
     def numeric_features(self) -> tuple[NumericFeature, ...]:
         out = []
@@ -220,6 +298,7 @@ class Settings(BaseSettings):
     auto_create_policies: bool = False
     policy_template: PolicySettings = PolicySettings()
     policies: dict[str, PolicySettings] = Field(default_factory=dict)
+    text_encoder: TextEncoderSettings = TextEncoderSettings()  # docs/features.md
 
     @field_validator("policies")
     @classmethod

@@ -30,6 +30,9 @@ from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.cache.pager import Pager
 from banditd.cache.residency import InMemoryResidencyStore
 from banditd.config import Settings
+from banditd.features.batcher import BatchingEncoder
+from banditd.features.encoder import EncoderOptions, OnnxTextEncoder
+from banditd.features.pipeline import PipelineExtractor
 from banditd.features.schema import NumericExtractor
 from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
@@ -51,10 +54,38 @@ class SystemClock:
 
 
 def extractor_factory(settings: Settings) -> Callable[[PolicyConfig], FeatureExtractor]:
-    del settings  # the ONNX text pipeline will read its model paths from here
+    """Numeric-only policies get a NumericExtractor; others a PipelineExtractor.
+
+    Text encoders are shared: one InferenceSession (and one batcher, cache and worker pool)
+    per distinct encoder config per process, whatever the number of policies using it.
+    """
+    encoders: dict[EncoderOptions, BatchingEncoder] = {}
+
+    def encoder_for(options: EncoderOptions) -> BatchingEncoder:
+        if options not in encoders:
+            encoder = OnnxTextEncoder(options)
+            encoders[options] = BatchingEncoder(encoder, settings.text_encoder.batching_options())
+            log.info(
+                "encoder.loaded", kind=options.kind, model=str(encoder.model_path),
+                dim=encoder.dim, fingerprint=encoder.fingerprint,
+            )  # fmt: skip
+        return encoders[options]
 
     def build(policy: PolicyConfig) -> FeatureExtractor:
-        return NumericExtractor(policy.numeric, policy.allow_unknown_features)
+        declared = settings.policies.get(policy.name)
+        features = (declared or settings.policy_template).features
+        if features.is_numeric_only:
+            return NumericExtractor(policy.numeric, policy.allow_unknown_features)
+        text = features.text
+        return PipelineExtractor(
+            policy.numeric,
+            features.categorical_features(),
+            text=None if text is None else text.to_feature(),
+            encoder=(
+                None if text is None else encoder_for(settings.text_encoder.encoder_options(text))
+            ),
+            allow_unknown=policy.allow_unknown_features,
+        )
 
     return build
 

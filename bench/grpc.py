@@ -1,0 +1,289 @@
+"""The daemon's Route+Feedback round trips through gRPC on loopback, next to bare grpcio echoes.
+
+    python -m bench.grpc [--quick] [--store memory|redis] [--redis-url URL] [--profile]
+
+Servers (each its own process, pinned to CPU0): the daemon (`python -m banditd serve`, temp
+config, one LinUCB policy with d−1 numeric features + bias and K arms, metrics endpoint off, log
+level warning) and bench/echo_server.py in its grpc.aio and sync-ThreadPool flavours (the
+ceiling: same service, same request and response shapes, trivial handlers). Clients
+(bench/loadgen.py) run as separate processes pinned to CPU1. Runs are interleaved across servers
+and repeated; tables show medians over runs. One round trip = Route + Feedback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pstats
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc as grpclib
+
+from banditd.api.v1 import bandit_pb2 as pb
+from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+from bench.launcher import (
+    ROOT,
+    SERVER_CPU,
+    Process,
+    free_port,
+    grpc_ready,
+    pinned,
+    pinning_available,
+    run_client,
+    start_redis,
+)
+from bench.table import show
+
+
+@dataclass(frozen=True)
+class Plan:
+    repeats: int
+    calls: int  # sequential round trips per run
+    seconds: float  # concurrent measured window per run
+    warmup_seconds: float
+    inflight: int
+
+
+FULL = Plan(repeats=5, calls=1000, seconds=2.0, warmup_seconds=0.5, inflight=64)
+QUICK = Plan(repeats=1, calls=100, seconds=0.5, warmup_seconds=0.2, inflight=32)
+
+
+def daemon_config(port: int, dim: int, arms: int, algorithm: str, store: str, url: str) -> str:
+    features = ", ".join(f'"f{j}"' for j in range(dim - 1))
+    ids = ", ".join(f'"a{i}"' for i in range(arms))
+    redis = f'\n[store.redis]\nurl = "{url}"\n' if store == "redis" else ""
+    return f"""# written by bench/grpc.py
+log_level = "warning"
+seed = 1
+
+[server]
+listen = "127.0.0.1:{port}"
+metrics_listen = ""
+grace_s = 1
+
+[store]
+backend = "{store}"
+{redis}
+[policies.bench]
+algorithm = "{algorithm}"
+alpha = 0.5
+arms = [{ids}]
+reward_wait_s = 3600
+features.numeric = [{features}]
+"""
+
+
+def _probe(dim: int, arms: int) -> object:
+    request = pb.RouteRequest(
+        policy="bench",
+        context=pb.Context(features={f"f{j}": 0.0 for j in range(dim - 1)}),
+        candidates=[pb.Candidate(id=f"a{i}") for i in range(arms)],
+    )
+
+    def call(channel: grpclib.Channel) -> None:
+        stub = pb_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
+        stub.Route(request, timeout=2)
+
+    return call
+
+
+def start_daemon(
+    workdir: Path, dim: int, arms: int, algorithm: str, store: str, url: str, profile: Path | None
+) -> tuple[Process, str]:
+    port = free_port()
+    config = workdir / "banditd.toml"
+    config.write_text(daemon_config(port, dim, arms, algorithm, store, url))
+    python = [sys.executable]
+    if profile is not None:
+        python += ["-m", "cProfile", "-o", str(profile)]
+    argv = pinned(SERVER_CPU, [*python, "-m", "banditd", "serve", "--config", str(config)])
+    process = Process("banditd", argv)
+    address = f"127.0.0.1:{port}"
+    process.wait_until(lambda: grpc_ready(address, _probe(dim, arms)), timeout_s=60)  # type: ignore[arg-type]
+    return process, address
+
+
+def start_echo(flavour: str, arms: int) -> tuple[Process, str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.echo_server", "--flavour", flavour, "--port", str(port),
+            "--arms", str(arms)]  # fmt: skip
+    process = Process(f"echo-{flavour}", pinned(SERVER_CPU, argv))
+    address = f"127.0.0.1:{port}"
+    process.wait_until(lambda: grpc_ready(address), timeout_s=30)
+    return process, address
+
+
+def _median(runs: Sequence[dict[str, object]], *path: str) -> float:
+    values = []
+    for run in runs:
+        value: object = run
+        for key in path:
+            value = value[key]  # type: ignore[index]
+        values.append(float(value))  # type: ignore[arg-type]
+    return statistics.median(values)
+
+
+def measure(
+    targets: dict[str, str], plan: Plan, dim: int, arms: int
+) -> dict[str, dict[str, list[dict[str, object]]]]:
+    """Interleaved runs: each repeat visits every server (order rotated), seq then conc."""
+    runs: dict[str, dict[str, list[dict[str, object]]]] = {
+        name: {"seq": [], "conc": []} for name in targets
+    }
+    names = list(targets)
+    shape = ["--dim", str(dim), "--arms", str(arms)]
+    for repeat in range(plan.repeats):
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]
+        for name in order:
+            target = ["--target", targets[name], *shape]
+            runs[name]["seq"].append(
+                run_client(["seq", *target, "--calls", str(plan.calls)])
+            )
+            runs[name]["conc"].append(
+                run_client([
+                    "conc", *target, "--inflight", str(plan.inflight),
+                    "--seconds", str(plan.seconds), "--warmup-seconds", str(plan.warmup_seconds),
+                ])
+            )  # fmt: skip
+    return runs
+
+
+def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -> dict[str, object]:
+    rows = []
+    for name, by_mode in runs.items():
+        seq, conc = by_mode["seq"], by_mode["conc"]
+        rows.append({
+            "server": name,
+            "seq round trips/s": _median(seq, "round_trips_per_s"),
+            "seq p50 µs": _median(seq, "pair", "p50_us"),
+            "seq p99 µs": _median(seq, "pair", "p99_us"),
+            "Route p50 µs": _median(seq, "route", "p50_us"),
+            "Feedback p50 µs": _median(seq, "feedback", "p50_us"),
+            f"{plan.inflight} in flight round trips/s": _median(conc, "round_trips_per_s"),
+            "min..max": "{:,.0f}..{:,.0f}".format(
+                min(float(r["round_trips_per_s"]) for r in conc),  # type: ignore[arg-type]
+                max(float(r["round_trips_per_s"]) for r in conc),  # type: ignore[arg-type]
+            ),
+            "loaded p50 µs": _median(conc, "pair", "p50_us"),
+            "loaded p99 µs": _median(conc, "pair", "p99_us"),
+        })  # fmt: skip
+    ratios: dict[str, float] = {}
+    by_server = {row["server"]: row for row in rows}
+    if "banditd" in by_server:
+        ours = by_server["banditd"]
+        echoes = [n for n in by_server if n.startswith("echo")]
+        for mode, key in (
+            ("concurrent", f"{plan.inflight} in flight round trips/s"),
+            ("sequential", "seq round trips/s"),
+        ):
+            for echo in echoes:
+                ratios[f"{mode}: banditd / {echo}"] = float(ours[key]) / float(by_server[echo][key])  # type: ignore[arg-type]
+            if echoes:
+                best = max(float(by_server[e][key]) for e in echoes)  # type: ignore[arg-type]
+                ratios[f"{mode}: banditd / best echo"] = float(ours[key]) / best  # type: ignore[arg-type]
+    return {"rows": rows, "ratios": ratios, "runs": runs}
+
+
+def print_profile(path: Path, top: int = 30) -> list[str]:
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime")
+    width = 100
+    lines = []
+    for func, (_cc, nc, tt, ct, _callers) in sorted(
+        stats.stats.items(),  # type: ignore[attr-defined]
+        key=lambda item: item[1][2],
+        reverse=True,
+    )[:top]:
+        file, line, name = func
+        where = f"{Path(file).name}:{line}({name})"[:width]
+        lines.append(f"  {tt:8.3f} s self {ct:8.3f} s cum {nc:>9} calls  {where}")
+    print("daemon profile (cProfile, by self time):")
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+def main(
+    quick: bool = False,
+    store: str = "memory",
+    redis_url: str = "",
+    dim: int = 32,
+    arms: int = 16,
+    algorithm: str = "linucb",
+    profile: bool = False,
+) -> dict[str, object]:
+    plan = QUICK if quick else FULL
+    print(
+        f"== gRPC round trips: Route+Feedback, d={dim}, K={arms}, {algorithm}, store={store}, "
+        f"{plan.repeats} run(s) per server, seq {plan.calls} calls, {plan.inflight} in flight "
+        f"for {plan.seconds:g} s; pinned: "
+        f"{'servers CPU0, clients CPU1' if pinning_available() else 'no (taskset or 2 CPUs missing)'} ==",
+        flush=True,
+    )  # fmt: skip
+    result: dict[str, object] = {"plan": plan.__dict__, "dim": dim, "arms": arms, "store": store}
+    processes: list[Process] = []
+    targets: dict[str, str] = {}
+    profile_path = ROOT / "out" / "daemon.prof" if profile else None
+    with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp:
+        workdir = Path(tmp)
+        try:
+            url = redis_url
+            if store == "redis" and not url:
+                redis_process, url = start_redis(workdir)
+                processes.append(redis_process)
+            try:
+                if profile_path is not None:
+                    profile_path.parent.mkdir(exist_ok=True)
+                daemon, address = start_daemon(
+                    workdir, dim, arms, algorithm, store, url, profile_path
+                )
+                processes.append(daemon)
+                targets["banditd"] = address
+            except RuntimeError as exc:
+                message = f"the daemon did not start with store={store}: {exc}"
+                print(f"  SKIPPED banditd: {message}", flush=True)
+                result["daemon_error"] = message
+            for flavour in ("aio", "sync"):
+                process, address = start_echo(flavour, arms)
+                processes.append(process)
+                targets[f"echo {flavour}"] = address
+            summary = summarise(measure(targets, plan, dim, arms), plan)
+            result.update(summary)
+            if url:
+                result["redis"] = run_client(
+                    ["redis", "--url", url, "--calls", str(200 if quick else 2000),
+                     "--dim", str(dim)]
+                )  # fmt: skip
+        finally:
+            for process in reversed(processes):
+                process.stop()
+    show(summary["rows"], "round trips (Route + Feedback), medians over runs")  # type: ignore[arg-type]
+    for label, ratio in summary["ratios"].items():  # type: ignore[attr-defined]
+        print(f"  {label}: {100 * ratio:.0f}% (target ≥ 50% of the echo ceiling)")
+    print(flush=True)
+    if "redis" in result:
+        rows = [{"redis-py call": k, **v} for k, v in result["redis"].items()]  # type: ignore[attr-defined]
+        show(rows, f"bare redis-py round trips (sync client on CPU1), {url}")
+    if profile_path is not None and profile_path.exists():
+        result["profile_top"] = print_profile(profile_path)
+    return result
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.grpc", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--store", choices=("memory", "redis"), default="memory")
+    parser.add_argument("--redis-url", default="", help="default: start a redis-server here")
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--arms", type=int, default=16)
+    parser.add_argument("--algorithm", choices=("linucb", "thompson"), default="linucb")
+    parser.add_argument("--profile", action="store_true", help="cProfile the daemon")
+    args = parser.parse_args(argv)
+    main(args.quick, args.store, args.redis_url, args.dim, args.arms, args.algorithm, args.profile)
+
+
+if __name__ == "__main__":
+    cli()

@@ -188,6 +188,27 @@ def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -
     return {"rows": rows, "ratios": ratios, "runs": runs}
 
 
+def print_decomposition(
+    rows: Sequence[dict[str, object]], handler: dict[str, object], plan: Plan
+) -> None:
+    """Server CPU per round trip under load: daemon ≈ echo (gRPC's share) + handler (ours)."""
+    key = f"{plan.inflight} in flight round trips/s"
+    per_pair = {str(r["server"]): 1e6 / float(r[key]) for r in rows}  # type: ignore[arg-type]
+    ours = float(handler["pair_us"])  # type: ignore[arg-type]
+    print(
+        f"  handler alone (RouterService.Route+Feedback in-process, no gRPC, CPU0): "
+        f"{ours:,.0f} µs per round trip (median of {handler['chunks']} chunks, "
+        f"min {float(handler['pair_us_min']):,.0f})"  # type: ignore[arg-type]
+    )
+    if "banditd" in per_pair and "echo aio" in per_pair:
+        print(
+            f"  under load, µs of server time per round trip: banditd {per_pair['banditd']:,.0f}"
+            f" ≈ echo aio {per_pair['echo aio']:,.0f} + handler {ours:,.0f}"
+            f" + rest {per_pair['banditd'] - per_pair['echo aio'] - ours:,.0f}"
+            " (rest: interceptor, grpc.aio scheduling, noise)"
+        )
+
+
 def print_profile(path: Path, top: int = 30) -> list[str]:
     stats = pstats.Stats(str(path))
     stats.sort_stats("tottime")
@@ -252,6 +273,14 @@ def main(
                 targets[f"echo {flavour}"] = address
             summary = summarise(measure(targets, plan, dim, arms), plan)
             result.update(summary)
+            if "banditd" in targets:
+                config = workdir / "handler.toml"
+                config.write_text(daemon_config(0, dim, arms, algorithm, store, url))
+                result["handler"] = run_client(
+                    ["handler", "--config", str(config), "--dim", str(dim), "--arms", str(arms),
+                     "--calls", str(100 if quick else 500), "--chunks", str(1 if quick else 7)],
+                    cpu=SERVER_CPU,
+                )  # fmt: skip
             if url:
                 result["redis"] = run_client(
                     ["redis", "--url", url, "--calls", str(200 if quick else 2000),
@@ -263,6 +292,8 @@ def main(
     show(summary["rows"], "round trips (Route + Feedback), medians over runs")  # type: ignore[arg-type]
     for label, ratio in summary["ratios"].items():  # type: ignore[attr-defined]
         print(f"  {label}: {100 * ratio:.0f}% (target ≥ 50% of the echo ceiling)")
+    if "handler" in result:
+        print_decomposition(summary["rows"], result["handler"], plan)  # type: ignore[arg-type]
     print(flush=True)
     if "redis" in result:
         rows = [{"redis-py call": k, **v} for k, v in result["redis"].items()]  # type: ignore[attr-defined]

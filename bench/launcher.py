@@ -127,9 +127,11 @@ def start_redis(directory: Path) -> tuple[Process, str]:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
-def run_client(args: Sequence[str], timeout_s: float = 120.0) -> dict[str, object]:
-    """`python -m bench.loadgen ARGS` on the client CPU; its JSON result."""
-    argv = pinned(CLIENT_CPU, [sys.executable, "-m", "bench.loadgen", *args])
+def run_client(
+    args: Sequence[str], timeout_s: float = 120.0, cpu: int = CLIENT_CPU
+) -> dict[str, object]:
+    """`python -m bench.loadgen ARGS` pinned to `cpu` (the client CPU); its JSON result."""
+    argv = pinned(cpu, [sys.executable, "-m", "bench.loadgen", *args])
     done = subprocess.run(
         argv, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=timeout_s,
         check=False,

@@ -9,6 +9,8 @@ seq:   a blocking grpc client, one round trip at a time: latency percentiles, ro
 conc:  a grpc.aio client on one channel, M workers each looping round trips: round trips/s over
        the measured window (after a warm-up), and the latency each round trip saw under load.
 redis: bare redis-py round trips (GET/SET of 64 B and of one d=32 arm state, EVALSHA).
+handler: the daemon's own servicer (RouterService.Route + Feedback) called in-process on
+       deserialised requests, no gRPC: what the daemon adds on top of the echo's work.
 """
 
 from __future__ import annotations
@@ -162,11 +164,52 @@ def redis_round_trips(url: str, calls: int, warmup: int, dim: int) -> dict[str, 
     return out
 
 
+def handler(config: str, dim: int, arms: int, calls: int, chunks: int) -> dict[str, object]:
+    """µs per Route+Feedback through RouterService in-process; median (and min) over chunks."""
+    from pathlib import Path
+
+    from banditd.config import load_settings
+    from banditd.logs import configure_logging
+    from banditd.server.app import build_daemon
+    from banditd.server.service import RouterService
+
+    settings = load_settings(Path(config))
+    configure_logging(settings.log_level, settings.log_format)
+    daemon = build_daemon(settings)
+    service = RouterService(daemon.router, daemon.metrics)
+    pool = requests(dim, arms)
+    rnd = random.Random(4)
+
+    async def run() -> list[float]:
+        per_pair = []
+        for chunk in range(chunks + 1):  # chunk 0 is the warm-up
+            start = time.perf_counter()
+            for i in range(calls):
+                response = await service.Route(pool[i % POOL], None)  # type: ignore[arg-type]
+                feedback = pb.FeedbackRequest(
+                    decision_id=response.decision_id, reward=rnd.random()
+                )
+                await service.Feedback(feedback, None)  # type: ignore[arg-type]
+            if chunk:
+                per_pair.append((time.perf_counter() - start) / calls)
+        return per_pair
+
+    per_pair = asyncio.run(run())
+    return {
+        "pair_us": 1e6 * statistics.median(per_pair),
+        "pair_us_min": 1e6 * min(per_pair),
+        "chunks": chunks,
+        "calls_per_chunk": calls,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
-    parser.add_argument("mode", choices=("seq", "conc", "redis"))
+    parser.add_argument("mode", choices=("seq", "conc", "redis", "handler"))
     parser.add_argument("--target", default="")
     parser.add_argument("--url", default="")
+    parser.add_argument("--config", default="", help="daemon TOML (handler mode)")
+    parser.add_argument("--chunks", type=int, default=5)
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--arms", type=int, default=16)
     parser.add_argument("--calls", type=int, default=1000)
@@ -183,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 args.target, args.dim, args.arms, args.inflight, args.seconds, args.warmup_seconds
             )
         )
+    elif args.mode == "handler":
+        result = handler(args.config, args.dim, args.arms, args.calls, args.chunks)
     else:
         result = redis_round_trips(args.url, args.calls, args.warmup, args.dim)
     json.dump(result, sys.stdout)

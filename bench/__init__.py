@@ -1,1 +1,1 @@
-"""`python -m bench`: throughput and latency next to peers and machine ceilings (see docs/bench.md)."""
+"""`python -m bench`: throughput and latency next to peers and ceilings (docs/bench.md)."""

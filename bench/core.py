@@ -54,9 +54,9 @@ class Result:
 Step = Callable[[int], int]  # round t -> chosen arm (decides, observes reward, updates)
 
 
-def timed(stream: Stream, warm: Callable[[int, int], None], step: Step, budget_s: float) -> tuple[
-    F64, float
-]:
+def timed(
+    stream: Stream, warm: Callable[[int, int], None], step: Step, budget_s: float
+) -> tuple[F64, float]:
     """Warm-start rounds (untimed), then online rounds until T or the budget; (arms, rate)."""
     k, total = stream.arms, stream.rounds
     arms = np.empty(total)
@@ -289,15 +289,15 @@ def summarise(plan: Plan, results: Sequence[Result]) -> dict[str, object]:
         if ours in by_name and theirs in by_name:
             a, b = by_name[ours], by_name[theirs]
             ratios[f"{ours} / {theirs}"] = statistics.median(a.rates) / statistics.median(b.rates)
+    # Deterministic policies only: Thompson draws depend on how each path consumes its rng.
     for a_name, b_name in (
         ("banditd LinUCB", "MABWiser LinUCB"),
         ("banditd LinUCB", "banditd Router LinUCB"),
-        ("banditd Thompson", "banditd Router Thompson"),
     ):
         if a_name in by_name and b_name in by_name:
-            a, b = by_name[a_name].arms, by_name[b_name].arms
-            n = min(a.shape[0], b.shape[0])
-            agreement[f"{a_name} vs {b_name}"] = float(np.mean(a[:n] == b[:n]))
+            left, right = by_name[a_name].arms, by_name[b_name].arms
+            n = min(left.shape[0], right.shape[0])
+            agreement[f"{a_name} vs {b_name}"] = float(np.mean(left[:n] == right[:n]))
     return {
         "stream": {
             "dim": DIM, "arms": ARMS, "rounds": plan.rounds, "seed": SEED,

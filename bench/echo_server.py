@@ -1,4 +1,4 @@
-"""A bare grpcio banditd.v1.Router with trivial handlers: the ceiling the daemon is measured against.
+"""A bare grpcio banditd.v1.Router with trivial handlers: the ceiling for the daemon.
 
     python -m bench.echo_server --flavour aio|sync --port PORT --arms K
 
@@ -25,17 +25,18 @@ from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 
 
 def canned_route(arms: int) -> pb.RouteResponse:
+    scores = [
+        pb.ArmScore(
+            arm_id=f"a{i}", estimate=0.1 * i, bonus=0.05, penalty=0.0, score=0.1 * i + 0.05,
+            propensity=1.0 if i == 0 else 0.0, pulls=100 + i,
+        )
+        for i in range(arms)
+    ]  # fmt: skip
     return pb.RouteResponse(
         decision_id="bench:" + "0" * 24,
         arm_id="a0",
         propensity=1.0,
-        scores=[
-            pb.ArmScore(
-                arm_id=f"a{i}", estimate=0.1 * i, bonus=0.05, penalty=0.0, score=0.1 * i + 0.05,
-                propensity=1.0 if i == 0 else 0.0, pulls=100 + i,
-            )
-            for i in range(arms)
-        ],  # fmt: skip
+        scores=scores,
         model_version=12345,
         algorithm="linucb",
         pipeline_fingerprint="disjoint:0:0123456789abcdef",

@@ -13,7 +13,6 @@ and repeated; tables show medians over runs. One round trip = Route + Feedback.
 from __future__ import annotations
 
 import argparse
-import pstats
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import grpc as grpclib
 
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+from bench import profile as profiler
 from bench.launcher import (
     ROOT,
     SERVER_CPU,
@@ -92,16 +92,13 @@ def _probe(dim: int, arms: int) -> object:
 
 
 def start_daemon(
-    workdir: Path, dim: int, arms: int, algorithm: str, store: str, url: str, profile: Path | None
+    workdir: Path, dim: int, arms: int, algorithm: str, store: str, url: str
 ) -> tuple[Process, str]:
     port = free_port()
-    config = workdir / "banditd.toml"
+    config = workdir / f"banditd-{dim}x{arms}.toml"
     config.write_text(daemon_config(port, dim, arms, algorithm, store, url))
-    python = [sys.executable]
-    if profile is not None:
-        python += ["-m", "cProfile", "-o", str(profile)]
-    argv = pinned(SERVER_CPU, [*python, "-m", "banditd", "serve", "--config", str(config)])
-    process = Process("banditd", argv)
+    argv = [sys.executable, "-m", "banditd", "serve", "--config", str(config)]
+    process = Process("banditd", pinned(SERVER_CPU, argv))
     address = f"127.0.0.1:{port}"
     process.wait_until(lambda: grpc_ready(address, _probe(dim, arms)), timeout_s=60)  # type: ignore[arg-type]
     return process, address
@@ -140,9 +137,7 @@ def measure(
         order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
             target = ["--target", targets[name], *shape]
-            runs[name]["seq"].append(
-                run_client(["seq", *target, "--calls", str(plan.calls)])
-            )
+            runs[name]["seq"].append(run_client(["seq", *target, "--calls", str(plan.calls)]))
             runs[name]["conc"].append(
                 run_client([
                     "conc", *target, "--inflight", str(plan.inflight),
@@ -172,7 +167,7 @@ def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -
             "loaded p99 µs": _median(conc, "pair", "p99_us"),
         })  # fmt: skip
     ratios: dict[str, float] = {}
-    by_server = {row["server"]: row for row in rows}
+    by_server = {str(row["server"]): row for row in rows}
     if "banditd" in by_server:
         ours = by_server["banditd"]
         echoes = [n for n in by_server if n.startswith("echo")]
@@ -209,111 +204,147 @@ def print_decomposition(
         )
 
 
-def print_profile(path: Path, top: int = 30) -> list[str]:
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("tottime")
-    width = 100
-    lines = []
-    for func, (_cc, nc, tt, ct, _callers) in sorted(
-        stats.stats.items(),  # type: ignore[attr-defined]
-        key=lambda item: item[1][2],
-        reverse=True,
-    )[:top]:
-        file, line, name = func
-        where = f"{Path(file).name}:{line}({name})"[:width]
-        lines.append(f"  {tt:8.3f} s self {ct:8.3f} s cum {nc:>9} calls  {where}")
-    print("daemon profile (cProfile, by self time):")
-    print("\n".join(lines), flush=True)
-    return lines
-
-
-def main(
-    quick: bool = False,
-    store: str = "memory",
-    redis_url: str = "",
-    dim: int = 32,
-    arms: int = 16,
-    algorithm: str = "linucb",
-    profile: bool = False,
+def run_shape(
+    workdir: Path,
+    plan: Plan,
+    shape: tuple[int, int],
+    algorithm: str,
+    store: str,
+    url: str,
+    profile: bool,
 ) -> dict[str, object]:
-    plan = QUICK if quick else FULL
+    """Start the three servers for one request shape, measure, stop them; print the tables."""
+    dim, arms = shape
     print(
-        f"== gRPC round trips: Route+Feedback, d={dim}, K={arms}, {algorithm}, store={store}, "
-        f"{plan.repeats} run(s) per server, seq {plan.calls} calls, {plan.inflight} in flight "
-        f"for {plan.seconds:g} s; pinned: "
-        f"{'servers CPU0, clients CPU1' if pinning_available() else 'no (taskset or 2 CPUs missing)'} ==",
+        f"-- request shape d={dim}, K={arms} ({dim - 1} named features + bias, {arms} candidates;"
+        f" Route answers {arms} ArmScores), {algorithm}, store={store} --",
         flush=True,
-    )  # fmt: skip
-    result: dict[str, object] = {"plan": plan.__dict__, "dim": dim, "arms": arms, "store": store}
+    )
+    result: dict[str, object] = {"dim": dim, "arms": arms, "store": store, "algorithm": algorithm}
     processes: list[Process] = []
     targets: dict[str, str] = {}
-    profile_path = ROOT / "out" / "daemon.prof" if profile else None
-    with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp:
-        workdir = Path(tmp)
+    try:
         try:
-            url = redis_url
-            if store == "redis" and not url:
-                redis_process, url = start_redis(workdir)
-                processes.append(redis_process)
-            try:
-                if profile_path is not None:
-                    profile_path.parent.mkdir(exist_ok=True)
-                daemon, address = start_daemon(
-                    workdir, dim, arms, algorithm, store, url, profile_path
-                )
-                processes.append(daemon)
-                targets["banditd"] = address
-            except RuntimeError as exc:
-                message = f"the daemon did not start with store={store}: {exc}"
-                print(f"  SKIPPED banditd: {message}", flush=True)
-                result["daemon_error"] = message
-            for flavour in ("aio", "sync"):
-                process, address = start_echo(flavour, arms)
-                processes.append(process)
-                targets[f"echo {flavour}"] = address
-            summary = summarise(measure(targets, plan, dim, arms), plan)
-            result.update(summary)
-            if "banditd" in targets:
-                config = workdir / "handler.toml"
-                config.write_text(daemon_config(0, dim, arms, algorithm, store, url))
-                result["handler"] = run_client(
-                    ["handler", "--config", str(config), "--dim", str(dim), "--arms", str(arms),
-                     "--calls", str(100 if quick else 500), "--chunks", str(1 if quick else 7)],
-                    cpu=SERVER_CPU,
-                )  # fmt: skip
-            if url:
-                result["redis"] = run_client(
-                    ["redis", "--url", url, "--calls", str(200 if quick else 2000),
-                     "--dim", str(dim)]
-                )  # fmt: skip
-        finally:
-            for process in reversed(processes):
-                process.stop()
+            daemon, address = start_daemon(workdir, dim, arms, algorithm, store, url)
+            processes.append(daemon)
+            targets["banditd"] = address
+        except RuntimeError as exc:
+            message = f"the daemon did not start with store={store}: {exc}"
+            print(f"  SKIPPED banditd: {message}", flush=True)
+            result["daemon_error"] = message
+        for flavour in ("aio", "sync"):
+            process, address = start_echo(flavour, arms)
+            processes.append(process)
+            targets[f"echo {flavour}"] = address
+        summary = summarise(measure(targets, plan, dim, arms), plan)
+        result.update(summary)
+        if "banditd" in targets:
+            config = workdir / "handler.toml"
+            config.write_text(daemon_config(0, dim, arms, algorithm, store, url))
+            result["handler"] = run_client(
+                ["handler", "--config", str(config), "--dim", str(dim), "--arms", str(arms),
+                 "--calls", str(100 if plan is QUICK else 500),
+                 "--chunks", str(1 if plan is QUICK else 7)],
+                cpu=SERVER_CPU,
+            )  # fmt: skip
+            if profile:
+                result["profile"] = profile_daemon(daemon, targets["banditd"], plan, shape)
+    finally:
+        for process in reversed(processes):
+            process.stop()
     show(summary["rows"], "round trips (Route + Feedback), medians over runs")  # type: ignore[arg-type]
     for label, ratio in summary["ratios"].items():  # type: ignore[attr-defined]
         print(f"  {label}: {100 * ratio:.0f}% (target ≥ 50% of the echo ceiling)")
     if "handler" in result:
         print_decomposition(summary["rows"], result["handler"], plan)  # type: ignore[arg-type]
     print(flush=True)
+    if "profile" in result:
+        profiler.show(result["profile"], skip=_LOOP_FRAMES)  # type: ignore[arg-type]
+    return result
+
+
+_LOOP_FRAMES = ("runpy", "runners.py", "cli.py", "(__main__.py)", "run_forever", "run_until")
+
+
+def profile_daemon(
+    daemon: Process, address: str, plan: Plan, shape: tuple[int, int]
+) -> dict[str, object]:
+    """py-spy samples the daemon during one extra concurrent run (not part of the medians)."""
+    if profiler.available() is None:
+        return {"error": "py-spy is not installed (pip install py-spy; in the bench extra)"}
+    out = ROOT / "out" / f"daemon-d{shape[0]}-k{shape[1]}.pyspy.txt"
+    out.parent.mkdir(exist_ok=True)
+    seconds = plan.seconds + 1
+    spy = profiler.record(daemon.proc.pid, seconds, out)
+    run_client([
+        "conc", "--target", address, "--dim", str(shape[0]), "--arms", str(shape[1]),
+        "--inflight", str(plan.inflight), "--seconds", str(seconds), "--warmup-seconds", "0",
+    ])  # fmt: skip
+    spy.wait(timeout=60)
+    if not out.exists():
+        return {"error": f"py-spy wrote nothing (exit {spy.returncode}; ptrace not allowed?)"}
+    return {"file": str(out), **profiler.summarise(out)}
+
+
+def main(
+    quick: bool = False,
+    store: str = "memory",
+    redis_url: str = "",
+    shapes: Sequence[tuple[int, int]] | None = None,
+    algorithm: str = "linucb",
+    profile: bool = False,
+) -> dict[str, object]:
+    plan = QUICK if quick else FULL
+    shapes = shapes or ([(32, 16)] if quick else [(32, 16), (8, 4)])
+    pinning = "servers CPU0, clients CPU1" if pinning_available() else "none (no taskset/2 CPUs)"
+    print(
+        f"== gRPC round trips (Route + Feedback): {plan.repeats} run(s) per server, seq"
+        f" {plan.calls} round trips, {plan.inflight} in flight for {plan.seconds:g} s after"
+        f" {plan.warmup_seconds:g} s warm-up; pinning: {pinning} ==",
+        flush=True,
+    )
+    result: dict[str, object] = {"plan": plan.__dict__, "store": store, "shapes": []}
+    with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp:
+        workdir = Path(tmp)
+        redis_process = None
+        url = redis_url
+        try:
+            if store == "redis" and not url:
+                redis_process, url = start_redis(workdir)
+            for shape in shapes:
+                result["shapes"].append(  # type: ignore[attr-defined]
+                    run_shape(workdir, plan, shape, algorithm, store, url, profile)
+                )
+            if url:
+                result["redis"] = run_client(
+                    ["redis", "--url", url, "--calls", str(200 if quick else 2000)]
+                )
+        finally:
+            if redis_process is not None:
+                redis_process.stop()
     if "redis" in result:
         rows = [{"redis-py call": k, **v} for k, v in result["redis"].items()]  # type: ignore[attr-defined]
-        show(rows, f"bare redis-py round trips (sync client on CPU1), {url}")
-    if profile_path is not None and profile_path.exists():
-        result["profile_top"] = print_profile(profile_path)
+        show(rows, f"bare redis-py round trips (sync client, CPU1) to {url}")
     return result
+
+
+def _shape(text: str) -> tuple[int, int]:
+    dim, _, arms = text.partition("x")
+    return int(dim), int(arms)
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.grpc", description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--store", choices=("memory", "redis"), default="memory")
-    parser.add_argument("--redis-url", default="", help="default: start a redis-server here")
-    parser.add_argument("--dim", type=int, default=32)
-    parser.add_argument("--arms", type=int, default=16)
+    parser.add_argument("--redis-url", default="", help="default with --store redis: start one")
+    parser.add_argument(
+        "--shape", type=_shape, action="append", help="DxK, repeatable (default 32x16 and 8x4)"
+    )
     parser.add_argument("--algorithm", choices=("linucb", "thompson"), default="linucb")
-    parser.add_argument("--profile", action="store_true", help="cProfile the daemon")
+    parser.add_argument("--profile", action="store_true", help="py-spy the daemon")
     args = parser.parse_args(argv)
-    main(args.quick, args.store, args.redis_url, args.dim, args.arms, args.algorithm, args.profile)
+    main(args.quick, args.store, args.redis_url, args.shape, args.algorithm, args.profile)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -141,7 +141,7 @@ def redis_round_trips(url: str, calls: int, warmup: int, dim: int) -> dict[str, 
     client.set("bench:small", small)
     client.set("bench:blob", blob)
     sha = client.script_load("return redis.call('GET', KEYS[1])")
-    ops = {
+    ops: dict[str, Callable[[], object]] = {
         "PING": lambda: client.ping(),
         "GET 64 B": lambda: client.get("bench:small"),
         "SET 64 B": lambda: client.set("bench:small", small),
@@ -186,9 +186,7 @@ def handler(config: str, dim: int, arms: int, calls: int, chunks: int) -> dict[s
             start = time.perf_counter()
             for i in range(calls):
                 response = await service.Route(pool[i % POOL], None)  # type: ignore[arg-type]
-                feedback = pb.FeedbackRequest(
-                    decision_id=response.decision_id, reward=rnd.random()
-                )
+                feedback = pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random())
                 await service.Feedback(feedback, None)  # type: ignore[arg-type]
             if chunk:
                 per_pair.append((time.perf_counter() - start) / calls)

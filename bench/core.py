@@ -36,7 +36,7 @@ class Plan:
     budget_s: float  # wall-clock cap per run
 
 
-FULL = Plan(rounds=10_000, repeats=3, budget_s=4.0)
+FULL = Plan(rounds=10_000, repeats=3, budget_s=3.0)
 QUICK = Plan(rounds=300, repeats=1, budget_s=2.0)
 
 

@@ -48,7 +48,7 @@ class Plan:
     inflight: int
 
 
-FULL = Plan(repeats=4, calls=800, seconds=2.0, warmup_seconds=0.5, inflight=64)
+FULL = Plan(repeats=3, calls=800, seconds=2.0, warmup_seconds=0.5, inflight=64)
 QUICK = Plan(repeats=1, calls=100, seconds=0.5, warmup_seconds=0.2, inflight=32)
 
 

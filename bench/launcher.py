@@ -69,17 +69,28 @@ class Process:
             )
 
     def wait_until(self, ready: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        """Poll `ready` until it returns True; on any failure the process is stopped."""
+        try:
+            ok = self._poll(ready, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        if not ok:
+            text = self.output()
+            self.stop()
+            raise RuntimeError(f"{self.name} was not ready after {timeout_s:g} s:\n{text}")
+
+    def _poll(self, ready: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.check_alive()
             try:
                 if ready():
-                    return
+                    return True
             except (OSError, grpc.RpcError, grpc.FutureTimeoutError):
                 pass
             time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.name} was not ready after {timeout_s:g} s:\n{self.output()}")
+        return False
 
     def stop(self, grace_s: float = 10.0) -> None:
         if self.proc.poll() is None:

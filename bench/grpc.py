@@ -29,6 +29,7 @@ from bench.launcher import (
     ROOT,
     SERVER_CPU,
     Process,
+    cpu_seconds,
     free_port,
     grpc_ready,
     pinned,
@@ -104,11 +105,19 @@ def start_daemon(
     return process, address
 
 
-def start_echo(flavour: str, arms: int) -> tuple[Process, str]:
+ECHOES = {  # server name -> echo_server flags; bare echoes are the ceiling
+    "echo aio": ["--flavour", "aio"],
+    "echo sync": ["--flavour", "sync"],
+    "echo aio+interceptor": ["--flavour", "aio", "--interceptor"],
+}
+CEILINGS = ("echo aio", "echo sync")
+
+
+def start_echo(name: str, arms: int) -> tuple[Process, str]:
     port = free_port()
-    argv = [sys.executable, "-m", "bench.echo_server", "--flavour", flavour, "--port", str(port),
+    argv = [sys.executable, "-m", "bench.echo_server", *ECHOES[name], "--port", str(port),
             "--arms", str(arms)]  # fmt: skip
-    process = Process(f"echo-{flavour}", pinned(SERVER_CPU, argv))
+    process = Process(name.replace(" ", "-"), pinned(SERVER_CPU, argv))
     address = f"127.0.0.1:{port}"
     process.wait_until(lambda: grpc_ready(address), timeout_s=30)
     return process, address
@@ -125,9 +134,14 @@ def _median(runs: Sequence[dict[str, object]], *path: str) -> float:
 
 
 def measure(
-    targets: dict[str, str], plan: Plan, dim: int, arms: int
+    targets: dict[str, str], pids: dict[str, int], plan: Plan, dim: int, arms: int
 ) -> dict[str, dict[str, list[dict[str, object]]]]:
-    """Interleaved runs: each repeat visits every server (order rotated), seq then conc."""
+    """Interleaved runs: each repeat visits every server (order rotated), seq then conc.
+
+    Each run also records the server's CPU time per round trip (its /proc CPU time across the
+    client's whole run, warm-up included, over the round trips completed): unlike round trips
+    per second, that hardly moves when other processes compete for the server's CPU.
+    """
     runs: dict[str, dict[str, list[dict[str, object]]]] = {
         name: {"seq": [], "conc": []} for name in targets
     }
@@ -137,70 +151,94 @@ def measure(
         order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
             target = ["--target", targets[name], *shape]
-            runs[name]["seq"].append(run_client(["seq", *target, "--calls", str(plan.calls)]))
-            runs[name]["conc"].append(
-                run_client([
+            for mode, args in (
+                ("seq", ["seq", *target, "--calls", str(plan.calls)]),
+                ("conc", [
                     "conc", *target, "--inflight", str(plan.inflight),
                     "--seconds", str(plan.seconds), "--warmup-seconds", str(plan.warmup_seconds),
-                ])
-            )  # fmt: skip
+                ]),
+            ):  # fmt: skip
+                before = cpu_seconds(pids[name])
+                run = run_client(args)
+                used = cpu_seconds(pids[name]) - before
+                run["server_cpu_us"] = 1e6 * used / float(run["round_trips_total"])  # type: ignore[arg-type]
+                runs[name][mode].append(run)
     return runs
 
 
+LOADED_RPS, LOADED_CPU = "round trips/s", "server CPU µs/rt"
+
+
 def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -> dict[str, object]:
-    rows = []
+    """Medians over runs: one table for sequential calls, one for calls under load."""
+    seq_rows, conc_rows = [], []
     for name, by_mode in runs.items():
         seq, conc = by_mode["seq"], by_mode["conc"]
-        rows.append({
+        seq_rows.append({
             "server": name,
-            "seq round trips/s": _median(seq, "round_trips_per_s"),
-            "seq p50 µs": _median(seq, "pair", "p50_us"),
-            "seq p99 µs": _median(seq, "pair", "p99_us"),
+            "round trips/s": _median(seq, "round_trips_per_s"),
+            "p50 µs": _median(seq, "pair", "p50_us"),
+            "p99 µs": _median(seq, "pair", "p99_us"),
             "Route p50 µs": _median(seq, "route", "p50_us"),
+            "Route p99 µs": _median(seq, "route", "p99_us"),
             "Feedback p50 µs": _median(seq, "feedback", "p50_us"),
-            f"{plan.inflight} in flight round trips/s": _median(conc, "round_trips_per_s"),
-            "min..max": "{:,.0f}..{:,.0f}".format(
-                min(float(r["round_trips_per_s"]) for r in conc),  # type: ignore[arg-type]
-                max(float(r["round_trips_per_s"]) for r in conc),  # type: ignore[arg-type]
-            ),
-            "loaded p50 µs": _median(conc, "pair", "p50_us"),
-            "loaded p99 µs": _median(conc, "pair", "p99_us"),
+            "server CPU µs/rt": _median(seq, "server_cpu_us"),
+        })  # fmt: skip
+        rates = [float(r["round_trips_per_s"]) for r in conc]  # type: ignore[arg-type]
+        conc_rows.append({
+            "server": name,
+            LOADED_RPS: _median(conc, "round_trips_per_s"),
+            "min..max": f"{min(rates):,.0f}..{max(rates):,.0f}",
+            "p50 µs": _median(conc, "pair", "p50_us"),
+            "p99 µs": _median(conc, "pair", "p99_us"),
+            LOADED_CPU: _median(conc, "server_cpu_us"),
         })  # fmt: skip
     ratios: dict[str, float] = {}
-    by_server = {str(row["server"]): row for row in rows}
-    if "banditd" in by_server:
-        ours = by_server["banditd"]
-        echoes = [n for n in by_server if n.startswith("echo")]
-        for mode, key in (
-            ("concurrent", f"{plan.inflight} in flight round trips/s"),
-            ("sequential", "seq round trips/s"),
+    seq_by = {str(r["server"]): r for r in seq_rows}
+    conc_by = {str(r["server"]): r for r in conc_rows}
+    echoes = [n for n in conc_by if n in CEILINGS]
+    if "banditd" in conc_by and echoes:
+
+        def value(row: dict[str, object], key: str) -> float:
+            return float(row[key])  # type: ignore[arg-type]
+
+        for mode, by, key in (
+            (f"{plan.inflight} in flight", conc_by, LOADED_RPS),
+            ("sequential", seq_by, "round trips/s"),
         ):
             for echo in echoes:
-                ratios[f"{mode}: banditd / {echo}"] = float(ours[key]) / float(by_server[echo][key])  # type: ignore[arg-type]
-            if echoes:
-                best = max(float(by_server[e][key]) for e in echoes)  # type: ignore[arg-type]
-                ratios[f"{mode}: banditd / best echo"] = float(ours[key]) / best  # type: ignore[arg-type]
-    return {"rows": rows, "ratios": ratios, "runs": runs}
+                ratios[f"{mode}: banditd / {echo}"] = value(by["banditd"], key) / value(
+                    by[echo], key
+                )
+            best = max(value(by[e], key) for e in echoes)
+            ratios[f"{mode}: banditd / best echo"] = value(by["banditd"], key) / best
+        for echo in echoes:  # CPU per round trip is the inverse of CPU-bound throughput
+            ratios[f"{plan.inflight} in flight, CPU-normalised: {echo} CPU / banditd CPU"] = value(
+                conc_by[echo], LOADED_CPU
+            ) / value(conc_by["banditd"], LOADED_CPU)
+    return {"seq_rows": seq_rows, "conc_rows": conc_rows, "ratios": ratios, "runs": runs}
 
 
 def print_decomposition(
     rows: Sequence[dict[str, object]], handler: dict[str, object], plan: Plan
 ) -> None:
     """Server CPU per round trip under load: daemon ≈ echo (gRPC's share) + handler (ours)."""
-    key = f"{plan.inflight} in flight round trips/s"
-    per_pair = {str(r["server"]): 1e6 / float(r[key]) for r in rows}  # type: ignore[arg-type]
-    ours = float(handler["pair_us"])  # type: ignore[arg-type]
+    cpu = {str(r["server"]): float(r[LOADED_CPU]) for r in rows}  # type: ignore[arg-type]
+    ours = float(handler["pair_cpu_us"])  # type: ignore[arg-type]
     print(
-        f"  handler alone (RouterService.Route+Feedback in-process, no gRPC, CPU0): "
-        f"{ours:,.0f} µs per round trip (median of {handler['chunks']} chunks, "
-        f"min {float(handler['pair_us_min']):,.0f})"  # type: ignore[arg-type]
+        f"  handler alone (RouterService.Route+Feedback in-process, no gRPC, CPU0):"
+        f" {ours:,.0f} µs CPU per round trip ({float(handler['pair_us']):,.0f} µs wall;"  # type: ignore[arg-type]
+        f" median of {handler['chunks']} chunks of {handler['calls_per_chunk']})"
     )
-    if "banditd" in per_pair and "echo aio" in per_pair:
+    if "banditd" in cpu and "echo aio" in cpu:
+        intercepted = cpu.get("echo aio+interceptor", cpu["echo aio"])
+        interceptor = intercepted - cpu["echo aio"]
+        rest = cpu["banditd"] - intercepted - ours
         print(
-            f"  under load, µs of server time per round trip: banditd {per_pair['banditd']:,.0f}"
-            f" ≈ echo aio {per_pair['echo aio']:,.0f} + handler {ours:,.0f}"
-            f" + rest {per_pair['banditd'] - per_pair['echo aio'] - ours:,.0f}"
-            " (rest: interceptor, grpc.aio scheduling, noise)"
+            f"  server CPU µs per round trip under load: banditd {cpu['banditd']:,.0f}"
+            f" ≈ echo aio {cpu['echo aio']:,.0f} (gRPC) + interceptor {interceptor:,.0f}"
+            f" + handler {ours:,.0f} + rest {rest:,.0f} (rest: what the handler costs inside"
+            " the server beyond the in-process loop: cache misses, asyncio/grpc.aio work)"
         )
 
 
@@ -223,20 +261,23 @@ def run_shape(
     result: dict[str, object] = {"dim": dim, "arms": arms, "store": store, "algorithm": algorithm}
     processes: list[Process] = []
     targets: dict[str, str] = {}
+    pids: dict[str, int] = {}
     try:
         try:
             daemon, address = start_daemon(workdir, dim, arms, algorithm, store, url)
             processes.append(daemon)
             targets["banditd"] = address
+            pids["banditd"] = daemon.proc.pid
         except RuntimeError as exc:
             message = f"the daemon did not start with store={store}: {exc}"
             print(f"  SKIPPED banditd: {message}", flush=True)
             result["daemon_error"] = message
-        for flavour in ("aio", "sync"):
-            process, address = start_echo(flavour, arms)
+        for name in ECHOES:
+            process, address = start_echo(name, arms)
             processes.append(process)
-            targets[f"echo {flavour}"] = address
-        summary = summarise(measure(targets, plan, dim, arms), plan)
+            targets[name] = address
+            pids[name] = process.proc.pid
+        summary = summarise(measure(targets, pids, plan, dim, arms), plan)
         result.update(summary)
         if "banditd" in targets:
             config = workdir / "handler.toml"
@@ -252,11 +293,15 @@ def run_shape(
     finally:
         for process in reversed(processes):
             process.stop()
-    show(summary["rows"], "round trips (Route + Feedback), medians over runs")  # type: ignore[arg-type]
+    show(summary["seq_rows"], "sequential: one round trip (Route then Feedback) at a time")  # type: ignore[arg-type]
+    show(
+        summary["conc_rows"],  # type: ignore[arg-type]
+        f"under load: {plan.inflight} round trips in flight (grpc.aio client, one channel)",
+    )
     for label, ratio in summary["ratios"].items():  # type: ignore[attr-defined]
         print(f"  {label}: {100 * ratio:.0f}% (target ≥ 50% of the echo ceiling)")
     if "handler" in result:
-        print_decomposition(summary["rows"], result["handler"], plan)  # type: ignore[arg-type]
+        print_decomposition(summary["conc_rows"], result["handler"], plan)  # type: ignore[arg-type]
     print(flush=True)
     if "profile" in result:
         profiler.show(result["profile"], skip=_LOOP_FRAMES)  # type: ignore[arg-type]

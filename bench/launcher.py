@@ -111,6 +111,12 @@ class Process:
         self.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def grpc_ready(address: str, probe: Callable[[grpc.Channel], object] | None = None) -> bool:
     with grpc.insecure_channel(address) as channel:
         grpc.channel_ready_future(channel).result(timeout=1.0)

@@ -82,6 +82,7 @@ def sequential(target: str, dim: int, arms: int, calls: int, warmup: int) -> dic
     return {
         "round_trips_per_s": calls / elapsed,
         "round_trips": calls,
+        "round_trips_total": warmup + calls,
         "pair": percentiles(pair_s),
         "route": percentiles(route_s),
         "feedback": percentiles(feedback_s),
@@ -95,11 +96,12 @@ async def concurrent(
     rnd = random.Random(3)
     latencies: list[float] = []
     done = 0
+    total = 0  # every completed round trip, warm-up included (for server CPU per round trip)
     measuring = False
     stop = False
 
     async def worker(offset: int, stub: pb_grpc.RouterStub) -> None:
-        nonlocal done
+        nonlocal done, total
         i = offset
         while not stop:
             t0 = time.perf_counter()
@@ -108,6 +110,7 @@ async def concurrent(
                 pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random()),
                 timeout=10,
             )
+            total += 1
             if measuring:
                 latencies.append(time.perf_counter() - t0)
                 done += 1
@@ -127,6 +130,7 @@ async def concurrent(
     return {
         "round_trips_per_s": done / elapsed,
         "round_trips": done,
+        "round_trips_total": total,
         "inflight": inflight,
         "pair": percentiles(latencies),
     }
@@ -165,7 +169,7 @@ def redis_round_trips(url: str, calls: int, warmup: int, dim: int) -> dict[str, 
 
 
 def handler(config: str, dim: int, arms: int, calls: int, chunks: int) -> dict[str, object]:
-    """µs per Route+Feedback through RouterService in-process; median (and min) over chunks."""
+    """µs per Route+Feedback through RouterService in-process (wall and CPU), over chunks."""
     from pathlib import Path
 
     from banditd.config import load_settings
@@ -180,22 +184,24 @@ def handler(config: str, dim: int, arms: int, calls: int, chunks: int) -> dict[s
     pool = requests(dim, arms)
     rnd = random.Random(4)
 
-    async def run() -> list[float]:
-        per_pair = []
+    async def run() -> tuple[list[float], list[float]]:
+        per_pair, cpu_per_pair = [], []
         for chunk in range(chunks + 1):  # chunk 0 is the warm-up
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for i in range(calls):
                 response = await service.Route(pool[i % POOL], None)  # type: ignore[arg-type]
                 feedback = pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random())
                 await service.Feedback(feedback, None)  # type: ignore[arg-type]
             if chunk:
                 per_pair.append((time.perf_counter() - start) / calls)
-        return per_pair
+                cpu_per_pair.append((time.process_time() - cpu) / calls)
+        return per_pair, cpu_per_pair
 
-    per_pair = asyncio.run(run())
+    per_pair, cpu_per_pair = asyncio.run(run())
     return {
         "pair_us": 1e6 * statistics.median(per_pair),
         "pair_us_min": 1e6 * min(per_pair),
+        "pair_cpu_us": 1e6 * statistics.median(cpu_per_pair),
         "chunks": chunks,
         "calls_per_chunk": calls,
     }

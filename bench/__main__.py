@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = _load(name)
         if module is None:
             print(f"== {name}: not present (bench/{name}.py), skipped ==\n", flush=True)
+            sections[name] = {"skipped": f"bench/{name}.py is not present"}
             continue
         t0 = time.perf_counter()
         try:

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import grpc
 import structlog
+from prometheus_client.metrics import MetricWrapperBase
 
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
@@ -73,18 +74,19 @@ def to_candidates(msgs: Any) -> list[Candidate]:
 
 def to_route_response(result: RouteResult) -> pb.RouteResponse:
     choice = result.choice
+    # tolist() converts each array to Python floats in one call (cheaper than K×5 numpy
+    # scalar reads); the values are the same as float(array[i]).
     scores = [
         pb.ArmScore(
-            arm_id=arm,
-            estimate=float(choice.estimate[i]),
-            bonus=float(choice.bonus[i]),
-            penalty=float(choice.penalty[i]),
-            score=float(choice.score[i]),
-            propensity=float(choice.propensity[i]),
-            pulls=result.pulls[i],
+            arm_id=arm, estimate=estimate, bonus=bonus, penalty=penalty, score=score,
+            propensity=propensity, pulls=pulls,
         )
-        for i, arm in enumerate(result.candidates)
-    ]
+        for arm, estimate, bonus, penalty, score, propensity, pulls in zip(
+            result.candidates, choice.estimate.tolist(), choice.bonus.tolist(),
+            choice.penalty.tolist(), choice.score.tolist(), choice.propensity.tolist(),
+            result.pulls, strict=True,
+        )
+    ]  # fmt: skip
     paging = None
     if result.paging is not None:
         advice = result.paging
@@ -163,11 +165,20 @@ class RouterService(pb_grpc.RouterServicer):
         self._router = router
         self._metrics = metrics
         self._pager = pager
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+    def _labelled(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """metric.labels(*values), memoised: prometheus returns the same child every time."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def _done(self, rpc: str, started: float, code: grpc.StatusCode, **fields: Any) -> None:
         elapsed = time.perf_counter() - started
-        self._metrics.requests.labels(rpc, code.name).inc()
-        self._metrics.latency.labels(rpc, code.name).observe(elapsed)
+        self._labelled(self._metrics.requests, rpc, code.name).inc()
+        self._labelled(self._metrics.latency, rpc, code.name).observe(elapsed)
         level = "info" if code is grpc.StatusCode.OK else "warning"
         getattr(log, level)(
             "rpc.completed", rpc=rpc, code=code.name, latency_ms=round(elapsed * 1e3, 3), **fields
@@ -188,8 +199,8 @@ class RouterService(pb_grpc.RouterServicer):
         except BanditdError as exc:
             self._done("Route", started, status_for(exc), policy=request.policy, error=str(exc))
             await _abort(context, exc)
-        self._metrics.decisions.labels(request.policy).inc()
-        self._metrics.model_version.labels(request.policy).set(result.model_version)
+        self._labelled(self._metrics.decisions, request.policy).inc()
+        self._labelled(self._metrics.model_version, request.policy).set(result.model_version)
         self._metrics.degraded.set(1 if result.degraded else 0)
         self._done(
             "Route", started, grpc.StatusCode.OK, policy=request.policy, segment=request.segment,
@@ -212,13 +223,13 @@ class RouterService(pb_grpc.RouterServicer):
         except BanditdError as exc:
             if isinstance(exc, DecisionNotFoundError):
                 outcome = "expired" if isinstance(exc, DecisionExpiredError) else "unknown"
-                self._metrics.feedback.labels(outcome).inc()
+                self._labelled(self._metrics.feedback, outcome).inc()
             self._done(
                 "Feedback", started, status_for(exc), decision_id=request.decision_id,
                 error=str(exc),
             )  # fmt: skip
             await _abort(context, exc)
-        self._metrics.feedback.labels(result.outcome.value).inc()
+        self._labelled(self._metrics.feedback, result.outcome.value).inc()
         self._done(
             "Feedback", started, grpc.StatusCode.OK, decision_id=request.decision_id,
             outcome=result.outcome.value, arm=result.arm, reward=result.reward,

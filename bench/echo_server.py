@@ -1,0 +1,124 @@
+"""A bare grpcio banditd.v1.Router with trivial handlers: the ceiling for the daemon.
+
+    python -m bench.echo_server --flavour aio|sync --port PORT --arms K
+
+Route answers a canned RouteResponse shaped like the daemon's (K ArmScores, ids, fingerprint),
+built once at start-up, so the ceiling pays the same response serialisation and request parsing
+as the daemon but no routing work. Feedback answers a canned APPLIED. No health or reflection;
+no interceptor unless --interceptor (aio only) adds the daemon's LogContextInterceptor.
+Runs until SIGTERM/SIGINT. (Run it with -m: as a script, bench/ would be first on sys.path and
+bench/grpc.py would shadow the grpc package.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import threading
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from banditd.api.v1 import bandit_pb2 as pb
+from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+
+
+def canned_route(arms: int) -> pb.RouteResponse:
+    scores = [
+        pb.ArmScore(
+            arm_id=f"a{i}", estimate=0.1 * i, bonus=0.05, penalty=0.0, score=0.1 * i + 0.05,
+            propensity=1.0 if i == 0 else 0.0, pulls=100 + i,
+        )
+        for i in range(arms)
+    ]  # fmt: skip
+    return pb.RouteResponse(
+        decision_id="bench:" + "0" * 24,
+        arm_id="a0",
+        propensity=1.0,
+        scores=scores,
+        model_version=12345,
+        algorithm="linucb",
+        pipeline_fingerprint="disjoint:0:0123456789abcdef",
+        feedback_deadline_unix_s=1.9e9,
+    )
+
+
+CANNED_FEEDBACK = pb.FeedbackResponse(
+    status=pb.FEEDBACK_STATUS_APPLIED, arm_id="a0", reward=1.0, model_version=12346
+)
+
+
+class SyncEcho(pb_grpc.RouterServicer):
+    def __init__(self, arms: int) -> None:
+        self._route = canned_route(arms)
+
+    def Route(self, request: pb.RouteRequest, context: Any) -> pb.RouteResponse:
+        return self._route
+
+    def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
+        return CANNED_FEEDBACK
+
+
+class AioEcho(pb_grpc.RouterServicer):
+    def __init__(self, arms: int) -> None:
+        self._route = canned_route(arms)
+
+    async def Route(self, request: pb.RouteRequest, context: Any) -> pb.RouteResponse:
+        return self._route
+
+    async def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
+        return CANNED_FEEDBACK
+
+
+def serve_sync(port: int, arms: int, threads: int) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    pb_grpc.add_RouterServicer_to_server(SyncEcho(arms), server)  # type: ignore[no-untyped-call]
+    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
+        raise SystemExit(f"echo_server: cannot listen on 127.0.0.1:{port}")
+    server.start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop(grace=0.5).wait()
+
+
+async def serve_aio(port: int, arms: int, interceptor: bool) -> None:
+    interceptors = []
+    if interceptor:  # the daemon's own, to price it separately
+        from banditd.server.interceptors import LogContextInterceptor
+
+        interceptors.append(LogContextInterceptor())
+    server = grpc.aio.server(interceptors=interceptors)
+    pb_grpc.add_RouterServicer_to_server(AioEcho(arms), server)  # type: ignore[no-untyped-call]
+    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
+        raise SystemExit(f"echo_server: cannot listen on 127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.echo_server")
+    parser.add_argument("--flavour", choices=("aio", "sync"), default="aio")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--arms", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=8, help="sync flavour's thread pool")
+    parser.add_argument(
+        "--interceptor", action="store_true", help="aio: add banditd's LogContextInterceptor"
+    )
+    args = parser.parse_args()
+    if args.flavour == "sync":
+        serve_sync(args.port, args.arms, args.threads)
+    else:
+        asyncio.run(serve_aio(args.port, args.arms, args.interceptor))
+
+
+if __name__ == "__main__":
+    main()

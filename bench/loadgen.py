@@ -1,0 +1,242 @@
+"""The client side of bench/grpc.py, run as its own (pinned) process; prints one JSON object.
+
+    python -m bench.loadgen seq   --target ADDR --dim D --arms K --calls N
+    python -m bench.loadgen conc  --target ADDR --dim D --arms K --inflight M --seconds S
+    python -m bench.loadgen redis --url redis://127.0.0.1:PORT/0 --calls N
+
+One round trip = Route then Feedback on the decision it returned (two unary RPCs).
+seq:   a blocking grpc client, one round trip at a time: latency percentiles, round trips/s.
+conc:  a grpc.aio client on one channel, M workers each looping round trips: round trips/s over
+       the measured window (after a warm-up), and the latency each round trip saw under load.
+redis: bare redis-py round trips (GET/SET of 64 B and of one d=32 arm state, EVALSHA).
+handler: the daemon's own servicer (RouterService.Route + Feedback) called in-process on
+       deserialised requests, no gRPC: what the daemon adds on top of the echo's work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import grpc
+
+from banditd.api.v1 import bandit_pb2 as pb
+from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+
+POOL = 256  # distinct requests cycled through (contexts differ; candidates are the same)
+
+
+def requests(dim: int, arms: int, policy: str = "bench", seed: int = 1) -> list[pb.RouteRequest]:
+    """Route requests with d−1 numeric features (the daemon adds the bias) and K candidates."""
+    rnd = random.Random(seed)
+    candidates = [pb.Candidate(id=f"a{i}") for i in range(arms)]
+    return [
+        pb.RouteRequest(
+            policy=policy,
+            context=pb.Context(features={f"f{j}": rnd.gauss(0, 1) for j in range(dim - 1)}),
+            candidates=candidates,
+        )
+        for _ in range(POOL)
+    ]
+
+
+def percentiles(samples_s: Sequence[float]) -> dict[str, float]:
+    if not samples_s:
+        return {"p50_us": float("nan"), "p99_us": float("nan")}
+    ordered = sorted(samples_s)
+    q = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else ordered
+    return {"p50_us": 1e6 * statistics.median(ordered), "p99_us": 1e6 * q[min(98, len(q) - 1)]}
+
+
+def sequential(target: str, dim: int, arms: int, calls: int, warmup: int) -> dict[str, object]:
+    pool = requests(dim, arms)
+    rnd = random.Random(2)
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
+        route_s: list[float] = []
+        feedback_s: list[float] = []
+        pair_s: list[float] = []
+        start = 0.0
+        for i in range(warmup + calls):
+            if i == warmup:
+                start = time.perf_counter()
+            t0 = time.perf_counter()
+            response = stub.Route(pool[i % POOL], timeout=10)
+            t1 = time.perf_counter()
+            stub.Feedback(
+                pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random()),
+                timeout=10,
+            )
+            t2 = time.perf_counter()
+            if i >= warmup:
+                route_s.append(t1 - t0)
+                feedback_s.append(t2 - t1)
+                pair_s.append(t2 - t0)
+        elapsed = time.perf_counter() - start
+    return {
+        "round_trips_per_s": calls / elapsed,
+        "round_trips": calls,
+        "round_trips_total": warmup + calls,
+        "pair": percentiles(pair_s),
+        "route": percentiles(route_s),
+        "feedback": percentiles(feedback_s),
+    }
+
+
+async def concurrent(
+    target: str, dim: int, arms: int, inflight: int, seconds: float, warmup_s: float
+) -> dict[str, object]:
+    pool = requests(dim, arms)
+    rnd = random.Random(3)
+    latencies: list[float] = []
+    done = 0
+    total = 0  # every completed round trip, warm-up included (for server CPU per round trip)
+    measuring = False
+    stop = False
+
+    async def worker(offset: int, stub: pb_grpc.RouterStub) -> None:
+        nonlocal done, total
+        i = offset
+        while not stop:
+            t0 = time.perf_counter()
+            response = await stub.Route(pool[i % POOL], timeout=10)
+            await stub.Feedback(
+                pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random()),
+                timeout=10,
+            )
+            total += 1
+            if measuring:
+                latencies.append(time.perf_counter() - t0)
+                done += 1
+            i += inflight
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
+        tasks = [asyncio.create_task(worker(i, stub)) for i in range(inflight)]
+        await asyncio.sleep(warmup_s)
+        measuring = True
+        start = time.perf_counter()
+        await asyncio.sleep(seconds)
+        measuring = False
+        elapsed = time.perf_counter() - start
+        stop = True
+        await asyncio.gather(*tasks)
+    return {
+        "round_trips_per_s": done / elapsed,
+        "round_trips": done,
+        "round_trips_total": total,
+        "inflight": inflight,
+        "pair": percentiles(latencies),
+    }
+
+
+def redis_round_trips(url: str, calls: int, warmup: int, dim: int) -> dict[str, object]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    small = b"x" * 64
+    blob = bytes(8 * dim * dim)  # one arm's A⁻¹ as float64
+    client.set("bench:small", small)
+    client.set("bench:blob", blob)
+    sha = client.script_load("return redis.call('GET', KEYS[1])")
+    ops: dict[str, Callable[[], object]] = {
+        "PING": lambda: client.ping(),
+        "GET 64 B": lambda: client.get("bench:small"),
+        "SET 64 B": lambda: client.set("bench:small", small),
+        f"GET {len(blob):,} B (one d={dim} state)": lambda: client.get("bench:blob"),
+        f"SET {len(blob):,} B (one d={dim} state)": lambda: client.set("bench:blob", blob),
+        "EVALSHA (GET in Lua)": lambda: client.evalsha(sha, 1, "bench:small"),
+    }
+    out: dict[str, object] = {}
+    for name, op in ops.items():
+        for _ in range(warmup):
+            op()
+        samples = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            op()
+            samples.append(time.perf_counter() - t0)
+        out[name] = percentiles(samples)
+    client.delete("bench:small", "bench:blob")
+    client.close()
+    return out
+
+
+def handler(config: str, dim: int, arms: int, calls: int, chunks: int) -> dict[str, object]:
+    """µs per Route+Feedback through RouterService in-process (wall and CPU), over chunks."""
+    from pathlib import Path
+
+    from banditd.config import load_settings
+    from banditd.logs import configure_logging
+    from banditd.server.app import build_daemon
+    from banditd.server.service import RouterService
+
+    settings = load_settings(Path(config))
+    configure_logging(settings.log_level, settings.log_format)
+    daemon = build_daemon(settings)
+    service = RouterService(daemon.router, daemon.metrics)
+    pool = requests(dim, arms)
+    rnd = random.Random(4)
+
+    async def run() -> tuple[list[float], list[float]]:
+        per_pair, cpu_per_pair = [], []
+        for chunk in range(chunks + 1):  # chunk 0 is the warm-up
+            start, cpu = time.perf_counter(), time.process_time()
+            for i in range(calls):
+                response = await service.Route(pool[i % POOL], None)  # type: ignore[arg-type]
+                feedback = pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random())
+                await service.Feedback(feedback, None)  # type: ignore[arg-type]
+            if chunk:
+                per_pair.append((time.perf_counter() - start) / calls)
+                cpu_per_pair.append((time.process_time() - cpu) / calls)
+        return per_pair, cpu_per_pair
+
+    per_pair, cpu_per_pair = asyncio.run(run())
+    return {
+        "pair_us": 1e6 * statistics.median(per_pair),
+        "pair_us_min": 1e6 * min(per_pair),
+        "pair_cpu_us": 1e6 * statistics.median(cpu_per_pair),
+        "chunks": chunks,
+        "calls_per_chunk": calls,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
+    parser.add_argument("mode", choices=("seq", "conc", "redis", "handler"))
+    parser.add_argument("--target", default="")
+    parser.add_argument("--url", default="")
+    parser.add_argument("--config", default="", help="daemon TOML (handler mode)")
+    parser.add_argument("--chunks", type=int, default=5)
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--arms", type=int, default=16)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--warmup-seconds", type=float, default=0.5)
+    args = parser.parse_args(argv)
+    if args.mode == "seq":
+        result = sequential(args.target, args.dim, args.arms, args.calls, args.warmup)
+    elif args.mode == "conc":
+        result = asyncio.run(
+            concurrent(
+                args.target, args.dim, args.arms, args.inflight, args.seconds, args.warmup_seconds
+            )
+        )
+    elif args.mode == "handler":
+        result = handler(args.config, args.dim, args.arms, args.calls, args.chunks)
+    else:
+        result = redis_round_trips(args.url, args.calls, args.warmup, args.dim)
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,9 +22,9 @@ from banditd.errors import (
     InvalidRequestError,
     UnknownPolicyError,
 )
-from banditd.policies import linucb, thompson
+from banditd.policies import linear, linucb, thompson
 from banditd.policies.choice import Choice
-from banditd.policies.linear import Vector, interaction
+from banditd.policies.linear import ArmState, Stack, Vector, interaction
 from banditd.policies.spec import PolicyConfig
 from banditd.types import (
     ArmId,
@@ -44,6 +44,7 @@ from banditd.types import (
 ARM_ID = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
 SEGMENT = re.compile(r"^[^\s\x00-\x1f]{0,128}$")
 SHARED_ARM = "*"  # the store key of a shared model's single state
+MAX_STACKS = 4096  # cached stacked states (one per (model, candidate list)); oldest dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,9 @@ class Router:
         self._template = template
         self._new_id = new_id
         self._pager = pager
+        self._stacks: dict[
+            tuple[ModelKey, tuple[ArmId, ...]], tuple[tuple[ArmState, ...], Stack]
+        ] = {}
 
     # -- policies ------------------------------------------------------------------------
     def _build(self, config: PolicyConfig) -> _Policy:
@@ -208,10 +212,11 @@ class Router:
         if self._pager is not None and paging is not None:
             residency = await self._pager.residency(replica, paging)
             penalty += self._pager.penalty(residency, ids, paging)
+        stacked = self._stacked(key, ids, states) if config.model == "disjoint" else None
         if isinstance(policy.params, linucb.LinUCBParams):
-            choice = linucb.choose(states, xs, penalty, policy.params, self._rng)
+            choice = linucb.choose(states, xs, penalty, policy.params, self._rng, stacked)
         else:
-            choice = thompson.choose(states, xs, penalty, policy.params, self._rng)
+            choice = thompson.choose(states, xs, penalty, policy.params, self._rng, stacked)
         if self._pager is not None and paging is not None:
             choice = self._pager.explore(paging, replica, residency, ids, choice, self._rng)
         now = self._clock.now()
@@ -236,6 +241,25 @@ class Router:
             snapshot.version, config.algorithm, snapshot.degraded, policy.extractor.fingerprint,
             deadline, advice,
         )  # fmt: skip
+
+    def _stacked(
+        self, key: ModelKey, ids: tuple[ArmId, ...], states: Sequence[ArmState]
+    ) -> Stack | None:
+        """The candidates' states stacked for vectorised scoring, cached per (model, arms).
+
+        Between Routes usually one arm changed (one Feedback), so only its rows are copied.
+        """
+        if len(states) < 2:
+            return None
+        entry = self._stacks.pop((key, ids), None)
+        if entry is None:
+            block = linear.stack(states)
+            if len(self._stacks) >= MAX_STACKS:
+                self._stacks.pop(next(iter(self._stacks)))
+        else:
+            block = linear.restack(entry[1], entry[0], states)
+        self._stacks[(key, ids)] = (tuple(states), block)
+        return block
 
     def _check_candidates(
         self, policy: _Policy, segment: str, candidates: Sequence[Candidate]

@@ -40,6 +40,19 @@ def greedy_propensities(score: Vector, epsilon: float) -> Vector:
     return probabilities
 
 
+def greedy(score: Vector, epsilon: float, rng: np.random.Generator) -> tuple[int, Vector]:
+    """Choose by `greedy_propensities`; a unique best arm with ε = 0 needs no random draw."""
+    k = score.shape[0]
+    best = int(score.argmax())
+    top = float(score[best])
+    if epsilon == 0.0 and int(np.count_nonzero(score >= top - TIE_RTOL * max(1.0, abs(top)))) == 1:
+        propensity = np.zeros(k)
+        propensity[best] = 1.0
+        return best, propensity
+    propensity = greedy_propensities(score, epsilon)
+    return draw(propensity, rng), propensity
+
+
 def draw(probabilities: Vector, rng: np.random.Generator) -> int:
     """Sample an index with the given probabilities (one uniform draw)."""
     cdf = np.cumsum(probabilities)

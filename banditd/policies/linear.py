@@ -15,6 +15,7 @@ pay an O(d³) factorisation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,27 @@ def decay(state: ArmState, factor: float) -> ArmState:
     if factor == 1.0:
         return state
     return from_sums(factor * state.s, factor * state.b, state.n, state.l2)
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """K arm states stacked for vectorised scoring: a_inv (K, d, d), theta (K, d)."""
+
+    a_inv: npt.NDArray[np.float64]
+    theta: npt.NDArray[np.float64]
+
+
+def stack(states: Sequence[ArmState]) -> Stack:
+    return Stack(np.stack([s.a_inv for s in states]), np.stack([s.theta for s in states]))
+
+
+def restack(old: Stack, previous: Sequence[ArmState], states: Sequence[ArmState]) -> Stack:
+    """`stack(states)`, reusing `old` (built from `previous`) and copying only changed rows."""
+    for i, (was, now) in enumerate(zip(previous, states, strict=True)):
+        if was is not now:
+            old.a_inv[i] = now.a_inv
+            old.theta[i] = now.theta
+    return old
 
 
 def estimate_and_width(state: ArmState, x: Vector) -> tuple[float, float]:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from banditd.policies.choice import Choice, draw, greedy_propensities
-from banditd.policies.linear import ArmState, Vector
+from banditd.policies.choice import Choice, greedy
+from banditd.policies.linear import ArmState, Stack, Vector, stack
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +32,35 @@ class LinUCBParams:
             raise ValueError(f"need alpha >= 0, l2 > 0, 0 <= epsilon <= 1, got {self}")
 
 
-def scores(states: Sequence[ArmState], xs: Sequence[Vector], alpha: float) -> tuple[Vector, Vector]:
-    """Per-candidate (θ·x, α·sqrt(xᵀA⁻¹x))."""
-    k = len(states)
-    estimate = np.empty(k)
-    bonus = np.empty(k)
-    for i, (state, x) in enumerate(zip(states, xs, strict=True)):
-        a_inv_x = state.a_inv @ x
-        estimate[i] = state.theta @ x
-        bonus[i] = alpha * np.sqrt(max(float(x @ a_inv_x), 0.0))
-    return estimate, bonus
+def scores(
+    states: Sequence[ArmState],
+    xs: Sequence[Vector],
+    alpha: float,
+    stacked: Stack | None = None,
+) -> tuple[Vector, Vector]:
+    """Per-candidate (θ·x, α·sqrt(xᵀA⁻¹x)), vectorised over candidates.
+
+    Disjoint arms share one x (`xs` holds the same object K times): one batched matvec over
+    the stacked A⁻¹ (`stacked`, or stacked here). A shared model has one state and K vectors.
+    """
+    first = states[0]
+    if all(s is first for s in states):  # shared model (or K = 1)
+        x_mat = np.stack(xs)
+        a_inv_x = x_mat @ first.a_inv
+        var = np.einsum("ij,ij->i", a_inv_x, x_mat)
+        estimate = x_mat @ first.theta
+    else:
+        block = stacked if stacked is not None else stack(states)
+        x0 = xs[0]
+        if all(x is x0 for x in xs):  # disjoint arms, one context vector
+            var = (block.a_inv @ x0) @ x0
+            estimate = block.theta @ x0
+        else:
+            x_mat = np.stack(xs)
+            var = np.einsum("kij,ki,kj->k", block.a_inv, x_mat, x_mat)
+            estimate = np.einsum("ki,ki->k", block.theta, x_mat)
+    bonus = alpha * np.sqrt(np.maximum(var, 0.0))
+    return np.asarray(estimate, dtype=np.float64), np.asarray(bonus, dtype=np.float64)
 
 
 def choose(
@@ -50,9 +69,10 @@ def choose(
     penalty: Vector,
     params: LinUCBParams,
     rng: np.random.Generator,
+    stacked: Stack | None = None,
 ) -> Choice:
     """Pick the candidate with the highest upper confidence bound minus its penalty."""
-    estimate, bonus = scores(states, xs, params.alpha)
+    estimate, bonus = scores(states, xs, params.alpha, stacked)
     score = estimate + bonus - penalty
-    propensity = greedy_propensities(score, params.epsilon)
-    return Choice(draw(propensity, rng), estimate, bonus, penalty, score, propensity)
+    index, propensity = greedy(score, params.epsilon, rng)
+    return Choice(index, estimate, bonus, penalty, score, propensity)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import structlog
+
+# Request ids for calls without x-request-id: unique per process start (pid + random) and
+# counter; cheaper than uuid4 on the hot path.
+_PREFIX = f"{os.getpid():x}{os.urandom(3).hex()}"
+_COUNTER = itertools.count(1)
 
 
 class LogContextInterceptor(grpc.aio.ServerInterceptor):
@@ -24,6 +30,6 @@ class LogContextInterceptor(grpc.aio.ServerInterceptor):
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             rpc=handler_call_details.method.rsplit("/", 1)[-1],
-            request_id=metadata.get("x-request-id") or uuid.uuid4().hex,
+            request_id=metadata.get("x-request-id") or f"{_PREFIX}-{next(_COUNTER):x}",
         )
         return await continuation(handler_call_details)

@@ -118,3 +118,36 @@ def test_params_are_validated() -> None:
         linucb.LinUCBParams(alpha=-1.0)
     with pytest.raises(ValueError):
         linucb.LinUCBParams(l2=0.0)
+
+
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(0, 2**32 - 1))
+def test_vectorised_scores_equal_per_arm_formulas(k: int, d: int, seed: int) -> None:
+    """Disjoint, shared and mixed paths all give θ·x and α·sqrt(xᵀA⁻¹x) per candidate."""
+    rng = np.random.default_rng(seed)
+    states = _states(rng, k, d, 3)
+    xs = [rng.normal(size=d) for _ in range(k)]
+    x = rng.normal(size=d)
+
+    def expected(sts: list[linear.ArmState], vs: list[np.ndarray]) -> tuple:
+        est = [s.theta @ v for s, v in zip(sts, vs, strict=True)]
+        width = [0.7 * np.sqrt(v @ s.a_inv @ v) for s, v in zip(sts, vs, strict=True)]
+        return np.array(est), np.array(width)
+
+    for sts, vs in ((states, [x] * k), ([states[0]] * k, xs), (states, xs)):
+        got = linucb.scores(sts, vs, 0.7)
+        want = expected(sts, vs)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-10)
+
+
+def test_restack_copies_only_changed_rows_and_equals_a_fresh_stack() -> None:
+    """The router's cached stack, patched after one update, equals stacking anew."""
+    rng = np.random.default_rng(9)
+    states = _states(rng, 4, 3, 2)
+    block = linear.stack(states)
+    updated = list(states)
+    updated[2] = linear.update(states[2], rng.normal(size=3), 1.0)
+    patched = linear.restack(block, states, updated)
+    fresh = linear.stack(updated)
+    np.testing.assert_array_equal(patched.a_inv, fresh.a_inv)
+    np.testing.assert_array_equal(patched.theta, fresh.theta)

@@ -17,6 +17,7 @@ import numpy as np
 
 from banditd.cache.pager import Pager, PagingAdvice
 from banditd.errors import (
+    ConfigError,
     DecisionExpiredError,
     DecisionNotFoundError,
     InvalidRequestError,
@@ -136,6 +137,12 @@ class Router:
 
     # -- policies ------------------------------------------------------------------------
     def _build(self, config: PolicyConfig) -> _Policy:
+        for arm in config.arms:
+            if not ARM_ID.match(arm):
+                raise ConfigError(
+                    f"policy {config.name!r}: arm id {arm!r} must be 1-128 printable"
+                    " non-space characters"
+                )
         extractor = self._extractor_for(config)
         dim = (
             extractor.dim * (1 + config.arm_features) if config.model == "shared" else extractor.dim
@@ -187,7 +194,7 @@ class Router:
     ) -> RouteResult:
         policy = self._resolve(policy_name)
         config = policy.config
-        ids = self._check_candidates(policy, segment, candidates)
+        ids, penalty = self._check_candidates(policy, segment, candidates)
         x = await policy.extractor.extract(context)
         if config.model == "shared":
             xs = [interaction(x, np.asarray(c.features, dtype=np.float64)) for c in candidates]
@@ -202,11 +209,6 @@ class Router:
             if config.model == "shared"
             else [snapshot.arms[arm] for arm in ids]
         )
-        penalty = np.fromiter(
-            (config.price.cost * c.cost + config.price.latency_ms * c.expected_latency_ms
-             for c in candidates),
-            dtype=np.float64, count=len(candidates),
-        )  # fmt: skip
         # Paging: a non-resident adapter pays its expected paging cost (banditd/cache/pager.py).
         paging = self._pager.config(config.name) if self._pager and replica else None
         if self._pager is not None and paging is not None:
@@ -263,7 +265,8 @@ class Router:
 
     def _check_candidates(
         self, policy: _Policy, segment: str, candidates: Sequence[Candidate]
-    ) -> tuple[ArmId, ...]:
+    ) -> tuple[tuple[ArmId, ...], Vector]:
+        """Validate the candidates; return their ids and selection-time penalties."""
         config = policy.config
         if not candidates:
             raise InvalidRequestError("no candidates: send at least one arm to choose from")
@@ -272,27 +275,36 @@ class Router:
                 f"{len(candidates)} candidates; policy {config.name!r} allows at most"
                 f" {config.max_candidates} (max_candidates)"
             )
-        if not SEGMENT.match(segment):
+        if segment and not SEGMENT.match(segment):
             raise InvalidRequestError("segment must be at most 128 printable non-space characters")
         ids = tuple(c.id for c in candidates)
         if len(set(ids)) != len(ids):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             raise InvalidRequestError(f"duplicate candidate ids {dupes}")
-        for c in candidates:
-            if not ARM_ID.match(c.id):
+        if not policy.arms.issuperset(ids):  # declared arms were validated at start-up
+            if not policy.arms and not config.allow_new_arms:
                 raise InvalidRequestError(
-                    f"candidate id {c.id[:80]!r} must be 1-128 printable non-space characters"
+                    f"policy {config.name!r} declares no arms; declare arms or set allow_new_arms"
                 )
-            if policy.arms and c.id not in policy.arms and not config.allow_new_arms:
-                raise InvalidRequestError(
-                    f"unknown arm {c.id!r} for policy {config.name!r}; declared arms:"
-                    f" {sorted(policy.arms)} (or set allow_new_arms)"
-                )
+            for arm in ids:
+                if arm in policy.arms:
+                    continue
+                if not ARM_ID.match(arm):
+                    raise InvalidRequestError(
+                        f"candidate id {arm[:80]!r} must be 1-128 printable non-space characters"
+                    )
+                if not config.allow_new_arms:
+                    raise InvalidRequestError(
+                        f"unknown arm {arm!r} for policy {config.name!r}; declared arms:"
+                        f" {sorted(policy.arms)} (or set allow_new_arms)"
+                    )
+        for c in candidates:  # Python floats: cheaper than numpy calls for K numbers
             if not (math.isfinite(c.cost) and math.isfinite(c.expected_latency_ms)):
                 raise InvalidRequestError(f"candidate {c.id!r} has a non-finite cost or latency")
             if c.expected_latency_ms < 0:
                 raise InvalidRequestError(f"candidate {c.id!r} has a negative expected latency")
-            if config.model == "shared":
+        if config.model == "shared":
+            for c in candidates:
                 if len(c.features) != config.arm_features:
                     raise InvalidRequestError(
                         f"candidate {c.id!r} has {len(c.features)} features; policy"
@@ -300,16 +312,19 @@ class Router:
                     )
                 if not all(math.isfinite(v) for v in c.features):
                     raise InvalidRequestError(f"candidate {c.id!r} has non-finite features")
-            elif c.features:
-                raise InvalidRequestError(
-                    f"candidate {c.id!r} has features but policy {config.name!r} is disjoint"
-                    " (per-arm features need model = 'shared')"
-                )
-        if not policy.arms and not config.allow_new_arms:
+        elif any(c.features for c in candidates):
+            bad = next(c.id for c in candidates if c.features)
             raise InvalidRequestError(
-                f"policy {config.name!r} declares no arms; declare arms or set allow_new_arms"
+                f"candidate {bad!r} has features but policy {config.name!r} is disjoint"
+                " (per-arm features need model = 'shared')"
             )
-        return ids
+        w_cost, w_latency = config.price.cost, config.price.latency_ms
+        penalty = np.array(
+            [w_cost * c.cost + w_latency * c.expected_latency_ms for c in candidates]
+            if w_cost or w_latency
+            else [0.0] * len(candidates)
+        )
+        return ids, penalty
 
     # -- Feedback ------------------------------------------------------------------------
     async def feedback(

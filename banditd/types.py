@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -61,8 +61,9 @@ class Context:
     embedding: Sequence[float] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """One arm offered for a request (a NamedTuple: built K times per Route, on the hot path)."""
+
     id: ArmId
     features: Sequence[float] = ()
     cost: float = 0.0

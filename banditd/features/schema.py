@@ -46,6 +46,9 @@ class NumericExtractor:
         self._base = np.array([1.0] + [(f.default - f.mean) / f.std for f in features])
         self._mean = np.array([0.0] + [f.mean for f in features])
         self._std = np.array([1.0] + [f.std for f in features])
+        self._base_list = self._base.tolist()
+        self._mean_list = self._mean.tolist()
+        self._inv_std_list = (1.0 / self._std).tolist()
         self._fingerprint = fingerprint_of(
             "numeric-v1", [(f.name, f.default, f.mean, f.std) for f in features]
         )
@@ -62,19 +65,28 @@ class NumericExtractor:
         return self.vector(context)
 
     def vector(self, context: Context) -> Vector:
-        x = self._base.copy()
-        index = self._index
-        for name, value in context.features.items():
-            i = index.get(name)
-            if i is None:
-                if self._allow_unknown:
-                    continue
-                raise InvalidRequestError(
-                    f"unknown feature {name!r}; this policy's features are {sorted(index)}"
-                )
-            if not math.isfinite(value):
-                raise InvalidRequestError(f"feature {name!r} is {value}; features must be finite")
-            x[i] = (value - self._mean[i]) / self._std[i]
+        # Plain Python floats and one numpy call at the end: on the hot path, per-call numpy
+        # overhead costs more than the arithmetic on a few dozen numbers (docs/bench.md).
+        features = context.features
+        if not features:
+            x = self._base.copy()
+        else:
+            values = list(self._base_list)
+            index, mean, scale = self._index, self._mean_list, self._inv_std_list
+            for name, value in features.items():
+                i = index.get(name)
+                if i is None:
+                    if self._allow_unknown:
+                        continue
+                    raise InvalidRequestError(
+                        f"unknown feature {name!r}; this policy's features are {sorted(index)}"
+                    )
+                if not math.isfinite(value):
+                    raise InvalidRequestError(
+                        f"feature {name!r} is {value}; features must be finite"
+                    )
+                values[i] = (value - mean[i]) * scale[i]
+            x = np.array(values)
         if not self._allow_unknown and (context.categorical or context.embedding):
             raise InvalidRequestError(
                 "this policy's pipeline takes no categorical features or embeddings"

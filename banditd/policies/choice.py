@@ -42,13 +42,15 @@ def greedy_propensities(score: Vector, epsilon: float) -> Vector:
 
 def greedy(score: Vector, epsilon: float, rng: np.random.Generator) -> tuple[int, Vector]:
     """Choose by `greedy_propensities`; a unique best arm with ε = 0 needs no random draw."""
-    k = score.shape[0]
-    best = int(score.argmax())
-    top = float(score[best])
-    if epsilon == 0.0 and int(np.count_nonzero(score >= top - TIE_RTOL * max(1.0, abs(top)))) == 1:
-        propensity = np.zeros(k)
-        propensity[best] = 1.0
-        return best, propensity
+    values = score.tolist()
+    k = len(values)
+    top = max(values)
+    floor = top - TIE_RTOL * max(1.0, abs(top))
+    if epsilon == 0.0 and sum(v >= floor for v in values) == 1:
+        best = values.index(top)
+        onehot = [0.0] * k
+        onehot[best] = 1.0
+        return best, np.array(onehot)
     propensity = greedy_propensities(score, epsilon)
     return draw(propensity, rng), propensity
 

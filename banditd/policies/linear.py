@@ -75,13 +75,15 @@ def update(state: ArmState, x: Vector, reward: float, weight: float = 1.0) -> Ar
     """
     if weight <= 0:
         raise ValueError(f"weight must be > 0, got {weight}")
-    s = state.s + weight * np.outer(x, x)
-    b = state.b + (weight * reward) * x
+    wx = x * weight if weight != 1.0 else x
+    s = state.s + x[:, None] * wx
+    b = state.b + reward * wx
     steps = state.steps + 1
     if steps >= REFRESH_EVERY:
         return from_sums(s, b, state.n + 1, state.l2)
     a_inv_x = state.a_inv @ x
-    a_inv = state.a_inv - np.outer(a_inv_x, a_inv_x) * (weight / (1.0 + weight * (x @ a_inv_x)))
+    shrink = weight / (1.0 + weight * float(x @ a_inv_x))
+    a_inv = state.a_inv - a_inv_x[:, None] * (a_inv_x * shrink)
     return ArmState(s, a_inv, b, a_inv @ b, state.n + 1, state.l2, steps)
 
 

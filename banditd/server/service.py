@@ -20,6 +20,7 @@ from banditd.cache.controller import Directive, Load, Residency
 from banditd.cache.pager import Pager, PagingPlan
 from banditd.errors import (
     BanditdError,
+    ConfigError,
     DecisionExpiredError,
     DecisionNotFoundError,
     FailedPreconditionError,
@@ -36,6 +37,7 @@ _STATUS: dict[type[BanditdError], grpc.StatusCode] = {
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     DecisionNotFoundError: grpc.StatusCode.NOT_FOUND,
     FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     StateUnavailableError: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -69,7 +71,10 @@ def to_context(msg: pb.Context) -> Context:
 
 
 def to_candidates(msgs: Any) -> list[Candidate]:
-    return [Candidate(c.id, tuple(c.features), c.cost, c.expected_latency_ms) for c in msgs]
+    return [
+        Candidate(c.id, tuple(c.features) if c.features else (), c.cost, c.expected_latency_ms)
+        for c in msgs
+    ]
 
 
 def to_route_response(result: RouteResult) -> pb.RouteResponse:

@@ -105,11 +105,13 @@ def estimate(
 
 
 def fit_reward_model(
-    x: Array, action: IntArray, reward: Array, n_actions: int, l2: float = 1.0, folds: int = 2,
+    x: Array, action: IntArray, reward: Array, n_actions: int, l2: float = 10.0, folds: int = 2,
     seed: int = 0,
 ) -> Array:  # fmt: skip
-    """q̂(x_i, a) by per-arm ridge regression on [1, x], cross-fitted over `folds` folds
-    (row i's prediction comes from a model that did not see row i). Returns (n, n_actions)."""
+    """q̂(x_i, a) = r̄ + per-arm ridge regression of (r − r̄) on [1, x], cross-fitted over
+    `folds` folds (row i's prediction comes from a model that did not see row i); r̄ is the
+    training fold's mean reward, so arms with little data shrink to it, not to 0.
+    Returns (n, n_actions)."""
     n = x.shape[0]
     xb = np.hstack([np.ones((n, 1)), x])
     d = xb.shape[1]
@@ -118,9 +120,10 @@ def fit_reward_model(
     for f in range(max(folds, 1)):
         test = fold == f
         train = ~test if folds > 1 else test
+        base = float(reward[train].mean()) if train.any() else 0.0
         for a in range(n_actions):
             rows = train & (action == a)
-            xa, ra = xb[rows], reward[rows]
+            xa, ra = xb[rows], reward[rows] - base
             theta = np.linalg.solve(l2 * np.eye(d) + xa.T @ xa, xa.T @ ra)
-            q_hat[test, a] = xb[test] @ theta
+            q_hat[test, a] = base + xb[test] @ theta
     return q_hat

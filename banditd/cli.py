@@ -59,8 +59,12 @@ def _sim_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                 "--grid", action="append", default=[], metavar="KEY=V1,V2",
                 help="values to try, e.g. alpha=0.1,0.5,1 (repeatable; default: [tune] grid)",
             )  # fmt: skip
-            p.add_argument("--write-config", type=Path, default=None,
-                           help="write the best setting as a [policies.<name>] TOML file")  # fmt: skip
+            p.add_argument(
+                "--write-config",
+                type=Path,
+                default=None,
+                help="write the best setting as a [policies.<name>] TOML file",
+            )
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -80,7 +84,9 @@ def _simulate(args: argparse.Namespace) -> int:
                 print(f"{agent:>18}  regret {r['mean']:10.2f}  [{r['lo']:.2f}, {r['hi']:.2f}]")
         else:
             for name, est in summary["estimates"].items():
-                line = "  ".join(f"{k} {e.value:.5f} [{e.lo:.5f}, {e.hi:.5f}]" for k, e in est.items())
+                line = "  ".join(
+                    f"{k} {e.value:.5f} [{e.lo:.5f}, {e.hi:.5f}]" for k, e in est.items()
+                )
                 print(f"{name:>18}  {line}")
         print(f"wrote {args.out / scenario.name}.{{png,json}}")
         return 0

@@ -76,7 +76,7 @@ def load_catalog(
     length = (length - length.mean()) / (length.std() or 1.0)
     features = np.hstack([onehot, length[:, None]])
     rewards = quality[pick][:, [j for j, _ in rows_text]].T  # (N rows, K models)
-    names = tuple(f"bench:{b}" for b in benchmarks) + ("log_len",)
+    names = (*(f"bench:{b}" for b in benchmarks), "log_len")
     return TableEnv(
         arm_names=tuple(str(models[i]["model_id"]) for i in pick),
         names=tuple(n.replace(" ", "_") for n in names),

@@ -38,6 +38,7 @@ class DelayModel:
         self, n: int, rng: np.random.Generator, interval_s: float
     ) -> npt.NDArray[np.float64]:
         """Delay of each of n decisions made interval_s apart (inf = never delivered)."""
+        delay: npt.NDArray[np.float64]
         match self.kind:
             case "none":
                 delay = np.zeros(n)
@@ -52,7 +53,9 @@ class DelayModel:
             case "episode":
                 step = np.arange(n)
                 end = (step // self.episode_len + 1) * self.episode_len - 1
-                delay = (np.minimum(end, n - 1) - step) * interval_s + self.mean_s
+                delay = ((np.minimum(end, n - 1) - step) * interval_s + self.mean_s).astype(
+                    np.float64
+                )
             case _:
                 raise ValueError(f"unknown delay kind {self.kind!r}")
         dropped = rng.random(n) < self.drop if self.drop > 0 else np.zeros(n, dtype=bool)

@@ -41,7 +41,8 @@ class Episode:
 
     def best_mean(self) -> Array:
         """max over available arms of μ_t(a), per step (what the oracle earns)."""
-        return np.where(self.available, self.mean, -np.inf).max(axis=1)
+        best: Array = np.where(self.available, self.mean, -np.inf).max(axis=1)
+        return best
 
 
 class Environment(Protocol):
@@ -108,7 +109,7 @@ class LinearEnv:
 
     def thetas(self, rng: np.random.Generator) -> Array:
         """(K, m+1) arm parameters; column 0 (bias) sorted ascending with cost."""
-        theta = rng.standard_normal((self.n_arms, self.dim + 1)) / np.sqrt(self.dim + 1)
+        theta: Array = rng.standard_normal((self.n_arms, self.dim + 1)) / np.sqrt(self.dim + 1)
         theta[:, 0] = np.sort(theta[:, 0])
         return theta
 
@@ -121,7 +122,8 @@ class LinearEnv:
 
 
 def _with_bias(x: Array) -> Array:
-    return np.hstack([np.ones((x.shape[0], 1)), x])
+    out: Array = np.hstack([np.ones((x.shape[0], 1)), x])
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,9 @@ def obd_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "dataset" / "obd"
 
 
-def load_obd(behavior: str = "random", campaign: str = "all", path: Path | None = None) -> LoggedData:
+def load_obd(
+    behavior: str = "random", campaign: str = "all", path: Path | None = None
+) -> LoggedData:
     """One of the six 10,000-row logs: behavior random|bts, campaign all|men|women."""
     import pandas as pd
 

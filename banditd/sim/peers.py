@@ -42,7 +42,10 @@ class VowpalAgent:
         return int(arms[i]), (lines, i, float(pmf[i]))
 
     def learn(self, ticket: object, reward: float, now: float) -> None:
-        lines, i, p = ticket  # type: ignore[misc]
+        assert isinstance(ticket, tuple)
+        lines: list[str] = ticket[0]
+        i: int = ticket[1]
+        p: float = ticket[2]
         labelled = list(lines)
         labelled[i + 1] = f"0:{-reward:.6g}:{max(p, 1e-6):.6g} {lines[i + 1]}"
         self._ws.learn(labelled)
@@ -84,7 +87,9 @@ class MabwiserAgent:
         return arm, (arm, xb)
 
     def learn(self, ticket: object, reward: float, now: float) -> None:
-        arm, xb = ticket  # type: ignore[misc]
+        assert isinstance(ticket, tuple)
+        arm: int = ticket[0]
+        xb: Array = ticket[1]
         if self._fitted:
             self._mab.partial_fit([arm], [reward], xb[None, :])
         else:

@@ -10,6 +10,7 @@ ever suspends (a store that really awaits), `drive` refuses rather than guess.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,8 +84,9 @@ class RouterAgent:
         )  # fmt: skip
         self._policy = config.name
         self._names = tuple(f.name for f in config.numeric)
-        self._candidates = [Candidate(arm, (), float(c)) for arm, c in zip(config.arms, costs,
-                                                                             strict=True)]
+        self._candidates = [
+            Candidate(arm, (), float(c)) for arm, c in zip(config.arms, costs, strict=True)
+        ]
         self._index = {arm: i for i, arm in enumerate(config.arms)}
         self._sweep_interval_s = sweep_interval_s
         self._last_sweep = -np.inf
@@ -175,10 +177,9 @@ def replay_trace(
         if outcome in ("defaulted", "dropped"):
             drive(router.expire())
         elif reported is not None:
-            try:
+            # A late or unknown feedback fails here as it did in the daemon (the trace has it).
+            with contextlib.suppress(DecisionExpiredError, DecisionNotFoundError):
                 drive(router.feedback(decision_id, float(reported), {}))  # type: ignore[arg-type]
-            except (DecisionExpiredError, DecisionNotFoundError):
-                pass  # the daemon answered the same (the trace records the outcome)
     return report
 
 

@@ -36,8 +36,10 @@ def summarize(result: Result, level: float = 0.95) -> dict[str, Any]:
             "late_rewards": int(sum(r.late for r in runs)),
         }
     oracle = result.oracle_reward()
-    agents[ORACLE] = {"reward": _ci(oracle[:, -1], level),
-                      "mean_reward_per_step": float(oracle[:, -1].mean() / result.horizon)}  # fmt: skip
+    agents[ORACLE] = {
+        "reward": _ci(oracle[:, -1], level),
+        "mean_reward_per_step": float(oracle[:, -1].mean() / result.horizon),
+    }
     ranking = sorted((a for a in agents if a != ORACLE), key=lambda a: agents[a]["regret"]["mean"])
     return {"horizon": result.horizon, "seeds": len(result.best), "level": level,
             "ranking_by_regret": ranking, "agents": agents}  # fmt: skip
@@ -148,7 +150,9 @@ def run_scenario(scenario: Scenario, out: Path, progress: bool = True) -> dict[s
         estimates = evaluate_logged(scenario.logged, configs)
         summary = meta | {"method": "ope", "data": scenario.logged.name, "rows": scenario.logged.n,
                           "estimates": estimates}  # fmt: skip
-        plot_ope(estimates, stem.with_suffix(".png"), f"{scenario.name}: OPE on {scenario.logged.name}")
+        plot_ope(
+            estimates, stem.with_suffix(".png"), f"{scenario.name}: OPE on {scenario.logged.name}"
+        )
         write_json(summary, stem.with_suffix(".json"))
         return summary
     result = simulate(scenario.env, scenario.agents(), scenario.horizon, range(scenario.seeds),

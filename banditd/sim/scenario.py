@@ -106,7 +106,9 @@ class Scenario:
         raw["features"] = features
         return PolicySettings(**raw).to_config(name)
 
-    def agents(self, policies: Mapping[str, PolicyConfig] | None = None) -> list[tuple[str, AgentFactory]]:
+    def agents(
+        self, policies: Mapping[str, PolicyConfig] | None = None
+    ) -> list[tuple[str, AgentFactory]]:
         """(name, factory) for every policy, baseline and peer of the scenario."""
         configs = policies if policies is not None else {
             name: self.policy_config(name) for name in self.policies

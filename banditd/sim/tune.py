@@ -98,7 +98,10 @@ def settings_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     if unknown:
         raise ValueError(f"cannot tune {unknown}; tunable: {TUNABLE}")
     keys = sorted(grid)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+    return [
+        dict(zip(keys, values, strict=True))
+        for values in itertools.product(*(grid[k] for k in keys))
+    ]
 
 
 def overrides(scenario: Scenario, policy: str, setting: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,7 +122,9 @@ def tune(
 ) -> Tuning:
     """Replay every setting over the scenario's seeds (environment) or OPE it (logged data)."""
     if policy not in scenario.policies:
-        raise ValueError(f"no policy {policy!r} in the scenario; it has {sorted(scenario.policies)}")
+        raise ValueError(
+            f"no policy {policy!r} in the scenario; it has {sorted(scenario.policies)}"
+        )
     settings = settings_grid(grid)
     trials: list[Trial] = []
     if scenario.env is None:
@@ -161,12 +166,14 @@ def config_snippet(scenario: Scenario, tuning: Tuning) -> str:
     features.setdefault("numeric", list(scenario.feature_names))
     table["features"] = features
     what = "mean final regret" if tuning.method == "replay" else "DR policy value"
+    if tuning.method == "replay":
+        how = f"replay, {scenario.seeds} seeds x {scenario.horizon} steps"
+    else:
+        how = f"off-policy evaluation (DR) on {scenario.logged.name if scenario.logged else ''}"
     lines = [
-        f"# banditd tune {scenario.path.name}: {tuning.method}, {scenario.seeds} seeds x"
-        f" {scenario.horizon} steps" if tuning.method == "replay"
-        else f"# banditd tune {scenario.path.name}: off-policy evaluation (DR) on {scenario.logged.name if scenario.logged else ''}",
+        f"# banditd tune {scenario.path.name}: {how}",
         f"# best {best.setting}: {what} {best.score:.4g} (95% CI {best.lo:.4g} .. {best.hi:.4g})",
-    ]  # fmt: skip
+    ]
     if len(tuning.trials) > 1:
         r = tuning.trials[1]
         lines.append(f"# runner-up {r.setting}: {r.score:.4g} (95% CI {r.lo:.4g} .. {r.hi:.4g})")

@@ -24,7 +24,9 @@ def obp_estimators() -> Iterator[Any]:
     """
     spec = importlib.util.find_spec("obp")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("obp is not installed (make test installs it: pip install --no-deps obp==0.4.1)")
+        pytest.skip(
+            "obp is not installed (make test installs it: pip install --no-deps obp==0.4.1)"
+        )
     root = Path(next(iter(spec.submodule_search_locations)))
     stand_ins = ("torch", "obp.utils", "obp.ope", "obp.ope.estimators")
     saved = {name: sys.modules.get(name) for name in stand_ins}
@@ -49,7 +51,8 @@ def obp_estimators() -> Iterator[Any]:
 
 def _load(name: str, path: Path) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

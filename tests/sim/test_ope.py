@@ -68,9 +68,11 @@ def test_estimates_agree_with_obp_on_open_bandit_dataset(behavior, obp_estimator
         "estimated_rewards_by_reg_model": np.repeat(q_hat[:, :, None], 3, axis=2),
     }  # fmt: skip
     classes = {
-        "ips": obp.InverseProbabilityWeighting, "snips": obp.SelfNormalizedInverseProbabilityWeighting,
-        "dm": obp.DirectMethod, "dr": obp.DoublyRobust,
-    }  # fmt: skip
+        "ips": obp.InverseProbabilityWeighting,
+        "snips": obp.SelfNormalizedInverseProbabilityWeighting,
+        "dm": obp.DirectMethod,
+        "dr": obp.DoublyRobust,
+    }
     for name, cls in classes.items():
         theirs = cls()
         args = {k: v for k, v in kwargs.items()

@@ -29,7 +29,7 @@ def test_shipped_scenarios_load(path):
 def test_unknown_scenario_keys_are_rejected(tmp_path):
     """A typo in a scenario is an error, not a silent default."""
     path = tmp_path / "bad.toml"
-    path.write_text('horizn = 10\n[policies.p]\nalpha = 1.0\n')
+    path.write_text("horizn = 10\n[policies.p]\nalpha = 1.0\n")
     with pytest.raises(ValueError, match="horizn"):
         load_scenario(path)
 

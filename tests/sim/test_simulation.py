@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import banditd.sim.replay as replay_module
-from banditd.policies.spec import PolicyConfig
 from banditd.features.schema import NumericFeature
+from banditd.policies.spec import PolicyConfig
 from banditd.sim.delays import DelayModel
 from banditd.sim.env import DriftEnv, Failure, LinearEnv, TableEnv, load_table
 from banditd.sim.metrics import loglog_slope
@@ -61,7 +61,9 @@ def test_sync_drive_makes_the_same_decisions_as_the_async_router(monkeypatch):
     env = LinearEnv(4, 3)
     config = _linucb(env, alpha=0.5, epsilon=0.2, reward_wait_s=8.0)
     episode = env.episode(400, np.random.default_rng(0))
-    delays = DelayModel("exponential", mean_s=4.0, drop=0.2).sample(400, np.random.default_rng(1), 1.0)
+    delays = DelayModel("exponential", mean_s=4.0, drop=0.2).sample(
+        400, np.random.default_rng(1), 1.0
+    )
     fast = run_episode(RouterAgent("p", config, env.costs, 7), episode, delays, 1.0)
     loop = asyncio.new_event_loop()
     try:
@@ -113,4 +115,3 @@ def test_delay_models(kind, expected):
     np.testing.assert_array_equal(d, np.full(10, expected))
     dropped = DelayModel("fixed", mean_s=3.0, drop=1.0).sample(10, np.random.default_rng(0), 1.0)
     assert np.isinf(dropped).all()
-

@@ -41,8 +41,8 @@ async def test_replaying_a_daemon_trace_reproduces_its_decisions(tmp_path):
                     await daemon.sweep_once()
                     continue
                 best = {"a": x1, "b": x2, "c": 0.2}[resp.arm_id]
-                await stub.Feedback(pb.FeedbackRequest(decision_id=resp.decision_id,
-                                                       reward=best + 0.1 * rng.standard_normal()))  # fmt: skip
+                reward = best + 0.1 * rng.standard_normal()
+                await stub.Feedback(pb.FeedbackRequest(decision_id=resp.decision_id, reward=reward))
     finally:
         await daemon.stop(grace_s=0)
     records = list(read_trace(trace))

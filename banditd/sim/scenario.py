@@ -7,7 +7,7 @@ horizon = 3000                   # steps per seed
 seeds = 5                        # seeds 0..seeds-1
 interval_s = 1.0                 # simulated seconds between requests
 
-[env]                            # linear | nonlinear | drift | table | catalog | obd
+[env]                            # linear | nonlinear | drift | table | catalog | obd | trace
 kind = "linear"
 arms = 8
 dim = 6
@@ -88,7 +88,7 @@ class Scenario:
         if self.env is not None:
             return self.env.arms
         assert self.logged is not None
-        return tuple(str(a) for a in range(self.logged.n_actions))
+        return self.logged.arms or tuple(str(a) for a in range(self.logged.n_actions))
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -190,6 +190,12 @@ def _env(table: Mapping[str, Any], base: Path) -> tuple[Environment | None, Logg
                 int(table.get("models", 16)), float(table.get("price", 0.3)),
                 noise, bool(table.get("bernoulli", True)),
             ), None  # fmt: skip
+        case "trace":
+            from banditd.sim.obd import load_trace
+
+            trace = base / str(table["path"])
+            trace_arms = tuple(str(a) for a in table.get("arms", ()))
+            return None, load_trace(trace, str(table.get("policy", "default")), trace_arms)
         case "obd":
             return None, load_obd(str(table.get("behavior", "random")),
                                   str(table.get("campaign", "all")))  # fmt: skip

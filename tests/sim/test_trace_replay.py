@@ -10,8 +10,10 @@ import numpy as np
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.server.app import build_daemon
+from banditd.sim.obd import load_trace
 from banditd.sim.replay import replay_trace
 from banditd.sim.traces import read_trace
+from banditd.sim.tune import evaluate_logged
 from tests.integration.conftest import daemon_settings
 
 
@@ -58,3 +60,11 @@ async def test_replaying_a_daemon_trace_reproduces_its_decisions(tmp_path):
 
     other = replay_trace(trace, settings.policy_configs(), seed=8)
     assert not other.reproduced  # another seed explores differently: the check can fail
+
+    logged = load_trace(trace, "chat", ("a", "b", "c"))
+    assert logged.n == 120
+    assert logged.x.shape == (120, 2)  # the pipeline's bias entry is dropped
+    np.testing.assert_array_equal(logged.reward[9::10], np.zeros(12))  # defaulted rewards
+    estimates = evaluate_logged(logged, {"chat": settings.policy_configs()["chat"]})
+    assert set(estimates) == {"chat", "random"}
+    assert all(np.isfinite(e.value) for e in estimates["chat"].values())

@@ -67,29 +67,39 @@ def write_curves(result: Result, path: Path, points: int = 200) -> None:
 
 def plot(result: Result, path: Path, title: str) -> None:
     """Left: cumulative regret vs the oracle (lower is better; a flattening curve is learning).
-    Right: cumulative reward, oracle dashed. Shaded: 95% confidence band of the mean."""
+    Middle: the mean on log-log axes, where a slope of 1 is linear regret (no learning) and ½
+    the √T rate. Right: cumulative reward, oracle dashed. Shaded: 95% band of the mean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (left, mid, right) = plt.subplots(1, 3, figsize=(17, 5))
     steps = np.arange(1, result.horizon + 1)
     order = sorted(result.runs, key=lambda n: float(result.regret(n)[:, -1].mean()))
     for name in order:
-        for ax, data in ((left, result.regret(name)), (right, result.reward(name))):
-            b = band(data)
-            (line,) = ax.plot(steps, b.mean, label=name, lw=1.4)
-            ax.fill_between(steps, b.lo, b.hi, color=line.get_color(), alpha=0.2, lw=0)
+        regret = band(result.regret(name))
+        slope = loglog_slope(regret.mean, 0.1)
+        for ax, b, label in (
+            (left, regret, name),
+            (mid, regret, f"{name} (slope {slope:.2f})"),
+            (right, band(result.reward(name)), name),
+        ):
+            (line,) = ax.plot(steps, b.mean, label=label, lw=1.4)
+            if ax is not mid:  # a band reaching 0 has no place on a log axis
+                ax.fill_between(steps, b.lo, b.hi, color=line.get_color(), alpha=0.2, lw=0)
     oracle = band(result.oracle_reward())
     right.plot(steps, oracle.mean, "k--", lw=1, label=ORACLE)
+    mid.set_xscale("log")
+    mid.set_yscale("log")
     left.set(title="cumulative regret (vs oracle)", xlabel="step", ylabel="Σ regret")
+    mid.set(title="cumulative regret, log-log (slope 1 = linear)", xlabel="step")
     right.set(title="cumulative reward", xlabel="step", ylabel="Σ reward")
-    left.legend(fontsize=8, loc="upper left")
-    right.legend(fontsize=8, loc="upper left")
+    for ax in (left, mid, right):
+        ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"{title}: {len(result.best)} seeds, 95% bands")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

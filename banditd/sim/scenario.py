@@ -59,7 +59,8 @@ from banditd.sim.env import (
     NonLinearEnv,
     load_table,
 )
-from banditd.sim.obd import LoggedData, load_obd
+from banditd.sim.logged import LoggedData
+from banditd.sim.obd import load_obd
 from banditd.sim.replay import RouterAgent
 from banditd.sim.simulation import AgentFactory
 
@@ -191,7 +192,7 @@ def _env(table: Mapping[str, Any], base: Path) -> tuple[Environment | None, Logg
                 noise, bool(table.get("bernoulli", True)),
             ), None  # fmt: skip
         case "trace":
-            from banditd.sim.obd import load_trace
+            from banditd.sim.logged import load_trace
 
             trace = base / str(table["path"])
             trace_arms = tuple(str(a) for a in table.get("arms", ()))

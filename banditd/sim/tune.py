@@ -20,8 +20,8 @@ import numpy.typing as npt
 
 from banditd.policies import linear, linucb, thompson
 from banditd.policies.spec import PolicyConfig
+from banditd.sim.logged import LoggedData
 from banditd.sim.metrics import mean_interval
-from banditd.sim.obd import LoggedData
 from banditd.sim.ope import Estimate, estimate, fit_reward_model
 from banditd.sim.scenario import Scenario
 from banditd.sim.simulation import simulate

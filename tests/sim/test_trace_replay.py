@@ -10,7 +10,7 @@ import numpy as np
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.server.app import build_daemon
-from banditd.sim.obd import load_trace
+from banditd.sim.logged import load_trace
 from banditd.sim.replay import replay_trace
 from banditd.sim.traces import read_trace
 from banditd.sim.tune import evaluate_logged

@@ -83,6 +83,9 @@ def _simulate(args: argparse.Namespace) -> int:
                 r = summary["agents"][agent]["regret"]
                 print(f"{agent:>18}  regret {r['mean']:10.2f}  [{r['lo']:.2f}, {r['hi']:.2f}]")
         else:
+            if "replay" in summary:
+                r = summary["replay"]
+                print(f"replay of the trace: {r['same_arm']}/{r['decisions']} decisions reproduced")
             for name, est in summary["estimates"].items():
                 line = "  ".join(
                     f"{k} {e.value:.5f} [{e.lo:.5f}, {e.hi:.5f}]" for k, e in est.items()

@@ -145,6 +145,21 @@ def _plain(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _reproduce(scenario: Scenario) -> dict[str, Any]:
+    """Replay a trace scenario's trace through the daemon config that logged it."""
+    from banditd.config import load_settings
+    from banditd.sim.replay import replay_trace
+
+    assert scenario.daemon_config is not None
+    assert scenario.trace_path is not None
+    settings = load_settings(scenario.daemon_config)
+    seed = scenario.trace_seed if scenario.trace_seed is not None else settings.seed
+    report = replay_trace(scenario.trace_path, settings.policy_configs(), seed)
+    return {"decisions": report.decisions, "same_arm": report.same_arm,
+            "reproduced": report.reproduced, "max_propensity_error": report.max_propensity_error,
+            "outcomes": report.outcomes, "mismatches": report.mismatches, "seed": seed}  # fmt: skip
+
+
 def run_scenario(scenario: Scenario, out: Path, progress: bool = True) -> dict[str, Any]:
     """Simulate (environment) or OPE (logged data) a scenario; write <name>.png/.json/.csv."""
     from banditd.sim.simulation import simulate
@@ -160,6 +175,8 @@ def run_scenario(scenario: Scenario, out: Path, progress: bool = True) -> dict[s
         estimates = evaluate_logged(scenario.logged, configs)
         summary = meta | {"method": "ope", "data": scenario.logged.name, "rows": scenario.logged.n,
                           "estimates": estimates}  # fmt: skip
+        if scenario.daemon_config is not None:
+            summary["replay"] = _reproduce(scenario)
         plot_ope(
             estimates, stem.with_suffix(".png"), f"{scenario.name}: OPE on {scenario.logged.name}"
         )

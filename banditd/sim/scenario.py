@@ -83,6 +83,9 @@ class Scenario:
     baseline_params: dict[str, float] = field(default_factory=dict)
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
     tune: dict[str, Any] = field(default_factory=dict)
+    trace_path: Path | None = None  # env kind "trace": the trace file
+    daemon_config: Path | None = None  # ... and the daemon config that logged it (replay check)
+    trace_seed: int | None = None  # ... and its seed (default: the config's `seed`)
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -169,7 +172,9 @@ def _peer_factory(kind: str, params: Mapping[str, Any]) -> AgentFactory:
 
 def _env(table: Mapping[str, Any], base: Path) -> tuple[Environment | None, LoggedData | None]:
     kind = table.get("kind", "linear")
-    arms, dim = int(table.get("arms", 5)), int(table.get("dim", 5))
+    synthetic = kind in ("linear", "nonlinear", "drift")
+    arms = int(table.get("arms", 5)) if synthetic else 0  # a trace's `arms` is a list of ids
+    dim = int(table.get("dim", 5))
     noise, price = float(table.get("noise", 0.1)), float(table.get("price", 0.0))
     match kind:
         case "linear":
@@ -211,7 +216,10 @@ def load_scenario(path: Path, seeds: int | None = None, horizon: int | None = No
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}")
-    env, logged = _env(raw.get("env", {}), path.parent)
+    env_table = raw.get("env", {})
+    env, logged = _env(env_table, path.parent)
+    is_trace = env_table.get("kind") == "trace"
+    config = env_table.get("config") if is_trace else None
     baselines = dict(raw.get("baselines", {}))
     include = tuple(baselines.pop("include", BASELINES))
     bad = sorted(set(include) - set(BASELINES))
@@ -232,6 +240,9 @@ def load_scenario(path: Path, seeds: int | None = None, horizon: int | None = No
         baseline_params={k: float(v) for k, v in baselines.items()},
         peers={k: dict(v) for k, v in raw.get("peers", {}).items()},
         tune=dict(raw.get("tune", {})),
+        trace_path=path.parent / str(env_table["path"]) if is_trace else None,
+        daemon_config=path.parent / str(config) if config else None,
+        trace_seed=int(env_table["seed"]) if is_trace and "seed" in env_table else None,
     )
     for name in scenario.policies:
         scenario.policy_config(name)  # fail fast on a bad policy table

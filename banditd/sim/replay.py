@@ -138,19 +138,22 @@ def replay_trace(
     seed: int | None,
     extractor_for: Callable[[PolicyConfig], FeatureExtractor] = numeric_extractor,
     max_mismatches: int = 20,
+    template: PolicyConfig | None = None,
 ) -> TraceReplay:
     """Re-run a daemon trace through a fresh Router built from the same policy configs.
 
     Decisions are re-made at their logged times with the logged contexts and candidates, and
     rewards are applied when the trace says they were (expiry sweeps included). With the
     daemon's seed, every decision must come out the same: a mismatch means the state or the
-    configuration differs from the daemon's (or the trace is incomplete).
+    configuration differs from the daemon's (or the trace is incomplete). Pass the daemon's
+    `template` if it auto-created policies, and its `extractor_for` if it did not use the
+    numeric pipeline.
     """
     clock = SimClock()
     current: list[str] = [""]
     router = Router(
         policies, extractor_for, InMemoryModelStore(), clock, np.random.default_rng(seed),
-        new_id=lambda _policy: current[0],
+        template=template, new_id=lambda _policy: current[0],
     )  # fmt: skip
     report = TraceReplay()
     for record in read_trace(path):

@@ -154,7 +154,10 @@ def _reproduce(scenario: Scenario) -> dict[str, Any]:
     assert scenario.trace_path is not None
     settings = load_settings(scenario.daemon_config)
     seed = scenario.trace_seed if scenario.trace_seed is not None else settings.seed
-    report = replay_trace(scenario.trace_path, settings.policy_configs(), seed)
+    template = (
+        settings.policy_template.to_config("template") if settings.auto_create_policies else None
+    )
+    report = replay_trace(scenario.trace_path, settings.policy_configs(), seed, template=template)
     return {"decisions": report.decisions, "same_arm": report.same_arm,
             "reproduced": report.reproduced, "max_propensity_error": report.max_propensity_error,
             "outcomes": report.outcomes, "mismatches": report.mismatches, "seed": seed}  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -87,6 +88,13 @@ def run_episode(
 AgentFactory = Callable[[Environment, Episode, int], Agent]
 
 
+def agent_seed(seed: int, name: str) -> int:
+    """An agent's own rng seed: a function of the run seed and the agent's name only, so
+    adding or removing other agents (or tuning one alone) leaves its draws unchanged."""
+    state = np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)
+    return int(state[0])
+
+
 def simulate(
     env: Environment,
     agents: Sequence[tuple[str, AgentFactory]],
@@ -104,8 +112,8 @@ def simulate(
         episode = env.episode(horizon, np.random.default_rng([seed, 0]))
         delays = delay.sample(horizon, np.random.default_rng([seed, 1]), interval_s)
         result.best[seed] = episode.best_mean()
-        for j, (name, factory) in enumerate(agents):
-            agent = factory(env, episode, seed * 1009 + j)
+        for name, factory in agents:
+            agent = factory(env, episode, agent_seed(seed, name))
             run = run_episode(agent, episode, delays, interval_s, seed)
             result.runs.setdefault(name, []).append(
                 Run(name, seed, run.chosen_mean, run.reward, run.arms, run.seconds, run.late)

@@ -5,8 +5,9 @@ Per step t of one run, with μ_t(a) the expected reward of arm a for that step's
     instantaneous regret  ρ_t = max_a μ_t(a) − μ_t(a_t)        (pseudo-regret: no noise)
     cumulative regret     R_T = Σ_{t≤T} ρ_t
 
-Curves over S seeds are (S, T) arrays; `band` gives the mean and a normal-approximation
-confidence band of the mean across seeds. `loglog_slope` fits log R_t = c + s·log t over the
+Curves over S seeds are (S, T) arrays; `band` gives the mean and a Student-t confidence band
+of the mean across seeds (t with S−1 degrees of freedom: with 5 seeds the half-width is
+2.78·sd/√S, not the normal 1.96·sd/√S). `loglog_slope` fits log R_t = c + s·log t over the
 late part of a curve: s ≈ 1 means linear regret (no learning), s ≈ ½ is the √T rate of LinUCB.
 """
 
@@ -16,12 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.special import stdtrit
 
 Array = npt.NDArray[np.float64]
-
-# Two-sided standard-normal quantiles for the usual confidence levels.
-_Z = {0.8: 1.2815515655446004, 0.9: 1.6448536269514722, 0.95: 1.959963984540054,
-      0.99: 2.5758293035489004}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +48,17 @@ def cumulative_regret(best: Array, chosen: Array) -> Array:
 
 
 def band(curves: Array, level: float = 0.95) -> Band:
-    """Mean over seeds (axis 0) ± z·sd/√S; with one seed the band collapses to the mean."""
+    """Mean over seeds (axis 0) ± t_{S−1}·sd/√S, t the two-sided `level` quantile of Student's
+    t; with one seed the band collapses to the mean."""
     data = np.atleast_2d(np.asarray(curves, dtype=np.float64))
-    if level not in _Z:
-        raise ValueError(f"level must be one of {sorted(_Z)}, got {level}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
     seeds = data.shape[0]
     mean = data.mean(axis=0)
     if seeds < 2:
         return Band(mean, mean.copy(), mean.copy(), seeds)
-    half = _Z[level] * data.std(axis=0, ddof=1) / np.sqrt(seeds)
+    t = float(stdtrit(seeds - 1, 0.5 + level / 2.0))
+    half = t * data.std(axis=0, ddof=1) / np.sqrt(seeds)
     return Band(mean, mean - half, mean + half, seeds)
 
 
@@ -81,6 +81,6 @@ def loglog_slope(curve: Array, start_fraction: float = 0.1) -> float:
 
 
 def mean_interval(values: Array, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, lo, hi) of a sample, normal approximation of the mean's interval."""
+    """(mean, lo, hi): the Student-t interval of a sample's mean."""
     b = band(np.asarray(values, dtype=np.float64)[:, None], level)
     return float(b.mean[0]), float(b.lo[0]), float(b.hi[0])

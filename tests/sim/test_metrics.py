@@ -49,3 +49,11 @@ def test_mean_interval_narrows_with_more_samples():
     _, lo1, hi1 = mean_interval(rng.standard_normal(100))
     _, lo2, hi2 = mean_interval(rng.standard_normal(10_000))
     assert hi2 - lo2 < 0.2 * (hi1 - lo1)
+
+
+def test_band_uses_student_t_for_few_seeds():
+    """With 5 seeds the 95% half-width is t_4 = 2.776 standard errors, not 1.96."""
+    curves = np.array([[0.0], [1.0], [2.0], [3.0], [4.0]])
+    b = band(curves)
+    se = np.std(curves[:, 0], ddof=1) / np.sqrt(5)
+    assert b.hi[0] - b.mean[0] == pytest.approx(2.7764451 * se, rel=1e-6)

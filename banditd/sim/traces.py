@@ -19,7 +19,7 @@ One JSON object per line, in the order events happened:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -61,3 +61,35 @@ def read_trace(path: Path) -> Iterator[dict[str, object]]:
             if record.get("type") not in ("decision", "outcome"):
                 raise ValueError(f"{path}:{n}: unknown record type {record.get('type')!r}")
             yield record
+
+
+def logged_rows(
+    path: Path, policy: str, arms: Sequence[str] = ()
+) -> tuple[list[str], list[tuple[list[float], int, float, float]]]:
+    """(arm order, rows) of one policy's decisions joined with the reward each one got:
+    row = (x, index of the logged arm, reward, logged propensity). Streams the trace; keeps
+    only pending decisions in memory. Decisions never settled, or settled without a reward
+    (dropped), are left out. `arms` fixes the arm order (others are appended as first seen)."""
+    order = list(arms)
+    index = {a: i for i, a in enumerate(order)}
+    pending: dict[str, tuple[list[float], str, float]] = {}
+    rows: list[tuple[list[float], int, float, float]] = []
+    for record in read_trace(path):
+        if record["type"] == "decision":
+            if record["policy"] != policy:
+                continue
+            x = [float(v) for v in record["x"]]  # type: ignore[attr-defined]
+            pending[str(record["decision_id"])] = (
+                x, str(record["arm"]), float(record["propensity"]),  # type: ignore[arg-type]
+            )  # fmt: skip
+            continue
+        got = pending.pop(str(record["decision_id"]), None)
+        reward = record.get("reward")
+        if got is None or reward is None:
+            continue
+        x, arm, propensity = got
+        if arm not in index:
+            index[arm] = len(order)
+            order.append(arm)
+        rows.append((x, index[arm], float(reward), propensity))  # type: ignore[arg-type]
+    return order, rows

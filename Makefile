@@ -10,7 +10,7 @@ SRC := banditd tests $(wildcard bench)
 PROTOS := $(wildcard protos/banditd/api/v1/*.proto)
 CONFIG ?= examples/banditd.toml
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,sim,text,ope,bench]'  # text: MiniLM tests; ope: obp test; bench: VW/MABWiser peers in sim tests

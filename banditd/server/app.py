@@ -12,7 +12,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -32,7 +32,9 @@ from banditd.server.interceptors import LogContextInterceptor
 from banditd.server.metrics import Metrics
 from banditd.server.service import RouterService
 from banditd.sim.traces import JsonlTraceWriter
+from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
+from banditd.state.redis_store import RedisModelStore, RedisStoreParams
 from banditd.types import FeatureExtractor, ModelStore
 
 log = structlog.get_logger("banditd.server")
@@ -60,7 +62,54 @@ def build_store(settings: Settings) -> ModelStore:
             max_pending=settings.store.max_pending,
             tombstone_ttl_s=settings.store.tombstone_ttl_s,
         )
+    if settings.store.backend == "redis":
+        return build_redis_store(settings)
     raise NotImplementedError(f"store backend {settings.store.backend!r} is not available yet")
+
+
+# --- redis backend (docs/redis.md) ---------------------------------------------------------
+def build_redis_store(settings: Settings) -> RedisModelStore:
+    r = settings.store.redis
+    conn = RedisConnection(
+        r.url, r.username, r.password, r.tls_ca_file, r.tls_cert_file, r.tls_key_file,
+        r.tls_verify, r.timeout_s, r.cluster,
+    )  # fmt: skip
+    params = RedisStoreParams(
+        prefix=r.key_prefix, timeout_s=r.timeout_s, pending_grace_s=r.pending_grace_s,
+        tombstone_ttl_s=settings.store.tombstone_ttl_s, max_buffered=r.max_buffered,
+    )  # fmt: skip
+    return RedisModelStore(connect(conn), params)
+
+
+async def watch_store(daemon: Daemon, interval_s: float) -> None:
+    """Readiness follows Redis: ping it every interval_s, export the store's counters."""
+    store = daemon.store
+    assert isinstance(store, RedisModelStore)
+    m, seen = daemon.metrics, {"unavailable": 0, "unrecorded": 0, "lost_pending": 0}
+    serving: bool | None = None
+    while True:
+        ok = await store.ping()
+        if ok is not serving:
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if ok
+                else (health_pb2.HealthCheckResponse.NOT_SERVING)
+            )
+            for name in ("", SERVICE_NAME):
+                await daemon.health.set(name, status)
+            log.log(20 if ok else 30, "state.health", redis_ok=ok)
+            serving = ok
+        st = store.stats
+        for name, counter in (
+            ("unavailable", m.store_errors), ("unrecorded", m.decisions_unrecorded),
+            ("lost_pending", m.pending_lost),
+        ):  # fmt: skip
+            now = getattr(st, name)
+            counter.inc(now - seen[name])
+            seen[name] = now
+        m.degraded.set(0 if ok else 1)
+        m.outage_buffered.set(st.buffered)
+        await asyncio.sleep(interval_s)
 
 
 @dataclass
@@ -75,13 +124,21 @@ class Daemon:
     health: health.aio.HealthServicer
     port: int
     trace: JsonlTraceWriter | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if isinstance(self.store, RedisModelStore):
+            interval = self.settings.store.redis.health_interval_s
+            self.tasks.append(asyncio.create_task(watch_store(self, interval)))
 
     async def stop(self, grace_s: float | None = None) -> None:
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.settings.server.grace_s if grace_s is None else grace_s)

@@ -19,8 +19,9 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -48,7 +49,6 @@ from banditd.types import (
 log = structlog.get_logger("banditd.state")
 
 RedisClient = Redis | RedisCluster
-T = TypeVar("T")
 
 
 def _script(name: str) -> str:
@@ -120,7 +120,7 @@ class RedisModelStore:
         return time.monotonic() >= self._down_until
 
     # -- the one place redis errors are translated -----------------------------------------
-    async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
         if not self.healthy:
             self.stats.unavailable += 1
             raise StateUnavailableError("redis is unreachable (retrying shortly)")
@@ -168,7 +168,7 @@ class RedisModelStore:
         fields += [keys.stamp_field(key.segment, arm) for arm in arms]
         try:
             version_raw, fp_raw, *stamps_raw = await self._call(
-                lambda: self._redis.hmget(model, fields)  # type: ignore[arg-type]
+                lambda: self._redis.hmget(model, fields)
             )
         except StateUnavailableError:
             return self._degraded(key, arms, spec)
@@ -186,9 +186,7 @@ class RedisModelStore:
             sums_key = self._keys.sums(key.policy)
             names = [keys.sums_field(key.segment, arm) for arm in stale]
             try:
-                blobs = await self._call(
-                    lambda: self._redis.hmget(sums_key, names)  # type: ignore[arg-type]
-                )
+                blobs = await self._call(lambda: self._redis.hmget(sums_key, names))
             except StateUnavailableError:
                 return self._degraded(key, arms, spec)
             self.stats.fetches += 1
@@ -249,7 +247,7 @@ class RedisModelStore:
 
     async def _record_one(self, decision: PendingDecision) -> None:
         if decision.policy not in self._known_policies:
-            await self._call(lambda: self._redis.sadd(self._keys.policies(), decision.policy))  # type: ignore[misc]
+            await self._call(lambda: self._redis.sadd(self._keys.policies(), decision.policy))
             self._known_policies.add(decision.policy)
         k, args = self._pending_args(decision)
         await self._call(lambda: self._record(keys=k, args=args))
@@ -319,32 +317,39 @@ class RedisModelStore:
         self, now: float, limit: int, specs: Mapping[str, ModelSpec]
     ) -> list[Settlement]:
         """Per policy: read due ids from the deadline index, settle each in its own script."""
-        stored = await self._call(lambda: self._redis.smembers(self._keys.policies()))  # type: ignore[misc]
+        stored = await self._call(lambda: self._redis.smembers(self._keys.policies()))
         policies = sorted(set(specs) | {p.decode() for p in stored})
         done: list[Settlement] = []
         for policy in policies:
             if len(done) >= limit:
                 break
-            due: list[bytes] = await self._call(
-                lambda p=policy: self._redis.zrangebyscore(  # type: ignore[misc]
-                    self._keys.deadlines(p), "-inf", f"({now!r}", start=0, num=limit - len(done)
-                )
-            )
-            spec = specs.get(policy)
-            for raw in due:
-                decision_id = raw.decode()
-                k = self._settle_keys(decision_id, policy)
-                mode = "expire" if spec is not None else "orphan"
-                args: list[bytes | str] = [decision_id, mode, b"", codec.encode_f64(now)]
-                args += self._spec_args(spec or ModelSpec(dim=1), now)
-                reply = await self._call(lambda k=k, args=args: self._settle(keys=k, args=args))
-                head = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-                if head == "lost":
-                    self.stats.lost_pending += 1
-                    log.warning("state.pending_lost", decision_id=decision_id)
-                if head in ("lost", "skip"):
-                    continue
-                done.append(self._settlement(reply, decision_id, policy, spec))
+            done += await self._expire_policy(policy, now, limit - len(done), specs.get(policy))
+        return done
+
+    async def _expire_policy(
+        self, policy: str, now: float, limit: int, spec: ModelSpec | None
+    ) -> list[Settlement]:
+        deadlines = self._keys.deadlines(policy)
+        due: list[bytes] = await self._call(
+            partial(self._redis.zrangebyscore, deadlines, "-inf", f"({now!r}", start=0, num=limit)
+        )
+        mode = "expire" if spec is not None else "orphan"
+        spec_args = self._spec_args(spec or ModelSpec(dim=1), now)
+        calls = []
+        for raw in due:
+            decision_id = raw.decode()
+            args: list[bytes | str] = [decision_id, mode, b"", codec.encode_f64(now), *spec_args]
+            k = self._settle_keys(decision_id, policy)
+            calls.append(self._call(partial(self._settle, keys=k, args=args)))
+        replies = await asyncio.gather(*calls)
+        done: list[Settlement] = []
+        for raw, reply in zip(due, replies, strict=True):
+            head = reply[0].decode()
+            if head == "lost":
+                self.stats.lost_pending += 1
+                log.warning("state.pending_lost", decision_id=raw.decode())
+            if head not in ("lost", "skip"):
+                done.append(self._settlement(reply, raw.decode(), policy, spec))
         return done
 
     def _settlement(

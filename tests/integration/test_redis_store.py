@@ -22,7 +22,9 @@ DECAY = ModelSpec(dim=3, l2=2.0, decay_factor=0.5, decay_interval_s=10.0, defaul
 
 
 async def redis_store(url: str, **params: Any) -> RedisModelStore:
-    store = RedisModelStore(connect(RedisConnection(url, timeout_s=2.0)), RedisStoreParams(**params))
+    store = RedisModelStore(
+        connect(RedisConnection(url, timeout_s=2.0)), RedisStoreParams(**params)
+    )
     await store.client.flushdb()
     return store
 
@@ -159,5 +161,7 @@ async def test_load_fetches_sums_only_for_arms_that_changed(rstore: RedisModelSt
     await rstore.record(pending(9, "b", [1.0, 0.5, 0.5], T0))
     await rstore.settle("p:0009", 1.0, T0 + 1, SPEC)
     snap = await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
-    assert rstore.stats.bytes_in - fetched == 8 + 8 * (3 + 3 + 6)  # one arm: header, n/epoch/stamp, b, S upper
+    assert rstore.stats.bytes_in - fetched == 8 + 8 * (
+        3 + 3 + 6
+    )  # one arm: header, n/epoch/stamp, b, S upper
     assert snap.arms["b"].n == 2

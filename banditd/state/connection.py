@@ -30,12 +30,14 @@ class RedisConnection:
 
 
 def connect(conn: RedisConnection) -> RedisClient:
-    """A lazily connecting client. No retries inside redis-py: the store bounds each call by
+    """A lazily connecting client. redis-py retries once, at once, on a fresh connection (a
+    pooled one may be stale after a Redis restart); both scripts are idempotent under such a
+    retry (a settle whose reply was lost answers DUPLICATE). The store bounds each call by
     timeout_s and decides itself what a failure means (degraded read, buffered record)."""
     kwargs: dict[str, Any] = {
         "socket_timeout": conn.timeout_s,
         "socket_connect_timeout": conn.timeout_s,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": Retry(NoBackoff(), 1),
         "max_connections": conn.max_connections,
         "health_check_interval": 0,
     }

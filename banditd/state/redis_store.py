@@ -125,8 +125,10 @@ class RedisModelStore:
             self.stats.unavailable += 1
             raise StateUnavailableError("redis is unreachable (retrying shortly)")
         try:
-            async with asyncio.timeout(self._p.timeout_s):
-                return await make()
+            # No asyncio.timeout around the call: cancelling redis-py mid-handshake leaks the
+            # socket. Its own socket_connect_timeout/socket_timeout (= timeout_s) bound each
+            # step and clean up after themselves.
+            return await make()
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
             self._down_until = time.monotonic() + self._p.retry_after_s
             self.stats.unavailable += 1
@@ -140,8 +142,7 @@ class RedisModelStore:
     async def ping(self) -> bool:
         """Probe Redis (ignoring the fail-fast window); flush buffered decisions when it answers."""
         try:
-            async with asyncio.timeout(self._p.timeout_s):
-                await self._redis.ping()
+            await self._redis.ping()
         except (RedisError, TimeoutError, OSError):
             self._down_until = time.monotonic() + self._p.retry_after_s
             return False

@@ -52,8 +52,10 @@ async def test_two_replicas_hammered_concurrently_equal_single_replay(redis_url:
             else:
                 got = [await feedback(stubs[r.randrange(2)], resp.decision_id, reward)]
             statuses.extend(s for s in got if s is not None)
-            assert sorted(got) in ([pb.FEEDBACK_STATUS_APPLIED],
-                                   [pb.FEEDBACK_STATUS_APPLIED, pb.FEEDBACK_STATUS_DUPLICATE])
+            assert sorted(got) in (
+                [pb.FEEDBACK_STATUS_APPLIED],
+                [pb.FEEDBACK_STATUS_APPLIED, pb.FEEDBACK_STATUS_DUPLICATE],
+            )
             applied.append(Applied(resp.decision_id, resp.arm_id, x, reward))
 
     try:

@@ -127,6 +127,10 @@ class Daemon:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
+        if isinstance(self.store, RedisModelStore):
+            # Connect (and, for a Cluster, learn the slot map) before the first RPC: redis-py's
+            # cluster client breaks connections if many requests race its lazy initialisation.
+            await self.store.ping()
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -54,8 +53,8 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         for i in range(3):
             d = tmp_path_factory.mktemp(f"cluster{i}")
-            proc, port = start_redis(d, port=cluster_port(), extra=("--cluster-enabled", "yes", "--cluster-config-file",
-                                               str(Path(d) / "nodes.conf")))  # fmt: skip
+            extra = ("--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"))
+            proc, port = start_redis(d, port=cluster_port(), extra=extra)
             procs.append(proc)
             ports.append(port)
         cli = shutil.which("redis-cli")

@@ -22,24 +22,30 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from banditd.api.v1 import admin_pb2 as apb
+from banditd.api.v1 import admin_pb2_grpc as apb_grpc
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.config import Settings
+from banditd.errors import StateUnavailableError
 from banditd.features.schema import NumericExtractor
 from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
+from banditd.server.admin_service import AdminService
 from banditd.server.interceptors import LogContextInterceptor
 from banditd.server.metrics import Metrics
 from banditd.server.service import RouterService
 from banditd.sim.traces import JsonlTraceWriter
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
+from banditd.state.redis_admin import RedisAdmin
 from banditd.state.redis_store import RedisModelStore, RedisStoreParams
 from banditd.types import FeatureExtractor, ModelStore
 
 log = structlog.get_logger("banditd.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Router"].full_name
+ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["Admin"].full_name
 
 
 class SystemClock:
@@ -81,6 +87,19 @@ def build_redis_store(settings: Settings) -> RedisModelStore:
     return RedisModelStore(connect(conn), params)
 
 
+async def sync_arms(daemon: Daemon, store: RedisModelStore) -> None:
+    """Adopt arm lists another replica's Admin service stored."""
+    admin = RedisAdmin(store)
+    for name in daemon.router.policy_names:
+        try:
+            arms = await admin.arm_list(name)
+        except StateUnavailableError:
+            return
+        if arms is not None and tuple(arms) != daemon.router.arms(name):
+            daemon.router.set_arms(name, arms)
+            log.info("admin.arms_synced", policy=name, arms=arms)
+
+
 async def watch_store(daemon: Daemon, interval_s: float) -> None:
     """Readiness follows Redis: ping it every interval_s, export the store's counters."""
     store = daemon.store
@@ -107,6 +126,8 @@ async def watch_store(daemon: Daemon, interval_s: float) -> None:
             now = getattr(st, name)
             counter.inc(now - seen[name])
             seen[name] = now
+        if ok:
+            await sync_arms(daemon, store)
         m.degraded.set(0 if ok else 1)
         m.outage_buffered.set(st.buffered)
         await asyncio.sleep(interval_s)
@@ -203,10 +224,14 @@ def build_daemon(
     pb_grpc.add_RouterServicer_to_server(  # type: ignore[no-untyped-call]
         RouterService(router, metrics), server
     )
+    admin = RedisAdmin(store) if isinstance(store, RedisModelStore) else None
+    apb_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
+        AdminService(router, store, admin), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(settings.server.listen)
     if port == 0:

@@ -120,7 +120,8 @@ class RedisModelStore:
         return time.monotonic() >= self._down_until
 
     # -- the one place redis errors are translated -----------------------------------------
-    async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
+    async def call(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one Redis call; redis errors come out as StateUnavailableError."""
         if not self.healthy:
             self.stats.unavailable += 1
             raise StateUnavailableError("redis is unreachable (retrying shortly)")
@@ -168,7 +169,7 @@ class RedisModelStore:
         fields = [keys.version_field(key.segment), keys.fingerprint_field(key.segment)]
         fields += [keys.stamp_field(key.segment, arm) for arm in arms]
         try:
-            version_raw, fp_raw, *stamps_raw = await self._call(
+            version_raw, fp_raw, *stamps_raw = await self.call(
                 lambda: self._redis.hmget(model, fields)
             )
         except StateUnavailableError:
@@ -187,7 +188,7 @@ class RedisModelStore:
             sums_key = self._keys.sums(key.policy)
             names = [keys.sums_field(key.segment, arm) for arm in stale]
             try:
-                blobs = await self._call(lambda: self._redis.hmget(sums_key, names))
+                blobs = await self.call(lambda: self._redis.hmget(sums_key, names))
             except StateUnavailableError:
                 return self._degraded(key, arms, spec)
             self.stats.fetches += 1
@@ -248,10 +249,10 @@ class RedisModelStore:
 
     async def _record_one(self, decision: PendingDecision) -> None:
         if decision.policy not in self._known_policies:
-            await self._call(lambda: self._redis.sadd(self._keys.policies(), decision.policy))
+            await self.call(lambda: self._redis.sadd(self._keys.policies(), decision.policy))
             self._known_policies.add(decision.policy)
         k, args = self._pending_args(decision)
-        await self._call(lambda: self._record(keys=k, args=args))
+        await self.call(lambda: self._record(keys=k, args=args))
 
     async def record(self, decision: PendingDecision) -> None:
         """Log the decision in Redis; while Redis is down, in a bounded local buffer."""
@@ -311,14 +312,14 @@ class RedisModelStore:
             decision_id, "feedback", codec.encode_f64(reward), codec.encode_f64(now),
         ]  # fmt: skip
         args += self._spec_args(spec, now)
-        reply = await self._call(lambda: self._settle(keys=k, args=args))
+        reply = await self.call(lambda: self._settle(keys=k, args=args))
         return self._settlement(reply, decision_id, policy, spec)
 
     async def expire(
         self, now: float, limit: int, specs: Mapping[str, ModelSpec]
     ) -> list[Settlement]:
         """Per policy: read due ids from the deadline index, settle each in its own script."""
-        stored = await self._call(lambda: self._redis.smembers(self._keys.policies()))
+        stored = await self.call(lambda: self._redis.smembers(self._keys.policies()))
         policies = sorted(set(specs) | {p.decode() for p in stored})
         done: list[Settlement] = []
         for policy in policies:
@@ -331,7 +332,7 @@ class RedisModelStore:
         self, policy: str, now: float, limit: int, spec: ModelSpec | None
     ) -> list[Settlement]:
         deadlines = self._keys.deadlines(policy)
-        due: list[bytes] = await self._call(
+        due: list[bytes] = await self.call(
             partial(self._redis.zrangebyscore, deadlines, "-inf", f"({now!r}", start=0, num=limit)
         )
         mode = "expire" if spec is not None else "orphan"
@@ -341,7 +342,7 @@ class RedisModelStore:
             decision_id = raw.decode()
             args: list[bytes | str] = [decision_id, mode, b"", codec.encode_f64(now), *spec_args]
             k = self._settle_keys(decision_id, policy)
-            calls.append(self._call(partial(self._settle, keys=k, args=args)))
+            calls.append(self.call(partial(self._settle, keys=k, args=args)))
         replies = await asyncio.gather(*calls)
         done: list[Settlement] = []
         for raw, reply in zip(due, replies, strict=True):

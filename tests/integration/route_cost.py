@@ -107,8 +107,9 @@ async def measure(url: str, features: int, feedback: bool, routes: int = 200) ->
         for name, v in stats.items()
         if name not in ("cmdstat_config|resetstat", "cmdstat_info")
     }
-    return Cost(features, feedback, routes, calls, commands, int(net["total_net_input_bytes"]),
-                int(net["total_net_output_bytes"]), sum(len(b) for b in blobs.values()))  # fmt: skip
+    state_bytes = sum(len(b) for b in blobs.values())
+    bytes_in, bytes_out = int(net["total_net_input_bytes"]), int(net["total_net_output_bytes"])
+    return Cost(features, feedback, routes, calls, commands, bytes_in, bytes_out, state_bytes)
 
 
 async def main() -> None:

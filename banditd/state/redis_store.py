@@ -57,10 +57,11 @@ def _script(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RedisStoreParams:
-    """prefix: key prefix; timeout_s: bound on every Redis call; pending_grace_s: pending
+    """prefix: key prefix; timeout_s: bound on each network step; pending_grace_s: pending
     decisions outlive their deadline by this much (so a sweeper that was down can still
     expire them); retry_after_s: after a connection failure, calls fail fast this long;
-    max_buffered: decisions kept locally while Redis is down."""
+    max_buffered: decisions kept locally while Redis is down; max_cached_models: (policy,
+    segment) models whose derived inverses this replica keeps."""
 
     prefix: str = keys.DEFAULT_PREFIX
     timeout_s: float = 0.25
@@ -68,6 +69,7 @@ class RedisStoreParams:
     tombstone_ttl_s: float = 86_400.0
     retry_after_s: float = 0.5
     max_buffered: int = 10_000
+    max_cached_models: int = 10_000
 
 
 @dataclass(slots=True)
@@ -176,7 +178,11 @@ class RedisModelStore:
             return self._degraded(key, arms, spec)
         if fp_raw is not None:
             check_fingerprint(key, fp_raw.decode(), spec)
-        cache = self._cache.setdefault(key, {})
+        cache = self._cache.get(key)
+        if cache is None:
+            cache = self._cache[key] = {}
+            while len(self._cache) > self._p.max_cached_models:
+                self._cache.pop(next(iter(self._cache)))  # oldest first
         stamps = [None if raw is None else int(raw) for raw in stamps_raw]
         stale = [
             arm
@@ -223,7 +229,7 @@ class RedisModelStore:
 
     # -- record ------------------------------------------------------------------------------
     def _pending_args(self, d: PendingDecision) -> tuple[list[str], list[bytes | str]]:
-        ttl_s = max(d.deadline - time.time(), 0.0) + self._p.pending_grace_s
+        ttl_s = max(d.deadline - d.created_at, 0.0) + self._p.pending_grace_s + 1.0
         fields: dict[str, bytes | str] = {
             "segment": d.segment,
             "arm": d.arm,
@@ -257,8 +263,6 @@ class RedisModelStore:
     async def record(self, decision: PendingDecision) -> None:
         """Log the decision in Redis; while Redis is down, in a bounded local buffer."""
         try:
-            if self._buffer:
-                await self._flush()
             await self._record_one(decision)
         except StateUnavailableError:
             if len(self._buffer) >= self._p.max_buffered:
@@ -305,8 +309,11 @@ class RedisModelStore:
             policy = keys.policy_of(decision_id)
         except ValueError:
             return Settlement(Outcome.UNKNOWN, decision_id)
-        if decision_id in self._buffer:
-            await self._flush()
+        buffered = self._buffer.get(decision_id)
+        if buffered is not None:  # recorded while Redis was down: record it first
+            await self._record_one(buffered)
+            self._buffer.pop(decision_id, None)
+            self.stats.buffered = len(self._buffer)
         k = self._settle_keys(decision_id, policy)
         args: list[bytes | str] = [
             decision_id, "feedback", codec.encode_f64(reward), codec.encode_f64(now),

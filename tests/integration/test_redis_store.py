@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from banditd.errors import FailedPreconditionError
 from banditd.state.connection import RedisConnection, connect
@@ -165,3 +167,41 @@ async def test_load_fetches_sums_only_for_arms_that_changed(rstore: RedisModelSt
         3 + 3 + 6
     )  # one arm: header, n/epoch/stamp, b, S upper
     assert snap.arms["b"].n == 2
+
+
+finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[int, list[tuple[str, list[float], float]]]:
+    d = draw(st.integers(1, 6))
+    rows = draw(st.lists(st.tuples(st.sampled_from("ab"), st.lists(finite, min_size=d,
+                                                                   max_size=d), finite),
+                         min_size=1, max_size=12))  # fmt: skip
+    return d, rows
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(history=histories(), decay=st.sampled_from([1.0, 0.5, 0.9]))
+async def test_lua_arithmetic_equals_numpy_bit_for_bit(redis_url: str, history, decay: float):
+    """Arbitrary vectors and rewards: the script's S, b, n equal the memory store's exactly."""
+    d, rows = history
+    spec = ModelSpec(dim=d, decay_factor=decay, decay_interval_s=1.0, fingerprint="f")
+    store = await redis_store(redis_url)
+    memory = InMemoryModelStore()
+    try:
+        for i, (arm, x, r) in enumerate(rows):
+            p = pending(i, arm, x, T0)
+            now = T0 + i * 0.75  # crosses decay epochs now and then
+            for s in (store, memory):
+                await s.record(p)
+                await s.settle(p.decision_id, r, now, spec)
+        got = await store.load(ModelKey("p"), ["a", "b"], spec)
+        want = await memory.load(ModelKey("p"), ["a", "b"], spec)
+    finally:
+        await store.close()
+    assert got.version == want.version
+    for arm in "ab":
+        g, w = got.arms[arm], want.arms[arm]
+        assert (g.n, g.s.tobytes(), g.b.tobytes()) == (w.n, w.s.tobytes(), w.b.tobytes())

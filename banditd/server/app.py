@@ -104,33 +104,41 @@ async def watch_store(daemon: Daemon, interval_s: float) -> None:
     """Readiness follows Redis: ping it every interval_s, export the store's counters."""
     store = daemon.store
     assert isinstance(store, RedisModelStore)
-    m, seen = daemon.metrics, {"unavailable": 0, "unrecorded": 0, "lost_pending": 0}
+    seen = {"unavailable": 0, "unrecorded": 0, "lost_pending": 0}
     serving: bool | None = None
     while True:
-        ok = await store.ping()
-        if ok is not serving:
-            status = (
-                health_pb2.HealthCheckResponse.SERVING
-                if ok
-                else (health_pb2.HealthCheckResponse.NOT_SERVING)
-            )
-            for name in ("", SERVICE_NAME):
-                await daemon.health.set(name, status)
-            log.log(20 if ok else 30, "state.health", redis_ok=ok)
-            serving = ok
-        st = store.stats
-        for name, counter in (
-            ("unavailable", m.store_errors), ("unrecorded", m.decisions_unrecorded),
-            ("lost_pending", m.pending_lost),
-        ):  # fmt: skip
-            now = getattr(st, name)
-            counter.inc(now - seen[name])
-            seen[name] = now
-        if ok:
-            await sync_arms(daemon, store)
-        m.degraded.set(0 if ok else 1)
-        m.outage_buffered.set(st.buffered)
+        try:
+            serving = await _watch_once(daemon, store, serving, seen)
+        except Exception:  # the watcher must outlive any surprise; it is readiness itself
+            log.exception("state.watch_failed")
         await asyncio.sleep(interval_s)
+
+
+async def _watch_once(
+    daemon: Daemon, store: RedisModelStore, serving: bool | None, seen: dict[str, int]
+) -> bool:
+    m = daemon.metrics
+    ok = await store.ping()
+    if ok is not serving:
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not ok:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await daemon.health.set(name, status)
+        log.log(20 if ok else 30, "state.health", redis_ok=ok)
+    st = store.stats
+    for name, counter in (
+        ("unavailable", m.store_errors), ("unrecorded", m.decisions_unrecorded),
+        ("lost_pending", m.pending_lost),
+    ):  # fmt: skip
+        now = getattr(st, name)
+        counter.inc(now - seen[name])
+        seen[name] = now
+    if ok:
+        await sync_arms(daemon, store)
+    m.degraded.set(0 if ok else 1)
+    m.outage_buffered.set(st.buffered)
+    return ok
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import socket
@@ -58,7 +59,10 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             procs.append(proc)
             ports.append(port)
         cli = shutil.which("redis-cli")
-        assert cli is not None
+        if cli is None:
+            if os.environ.get("BANDITD_REQUIRE_REDIS"):
+                pytest.fail("redis-cli is not installed (Debian package redis-tools)")
+            pytest.skip("redis-cli not installed")
         subprocess.run(
             [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
              "--cluster-replicas", "0", "--cluster-yes"],

@@ -11,13 +11,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+from banditd.errors import StateUnavailableError
 from banditd.server.app import build_daemon
+from banditd.state.connection import RedisConnection, connect
+from banditd.state.redis_store import RedisModelStore, RedisStoreParams
+from banditd.types import ModelKey, ModelSpec, Outcome, PendingDecision
 from tests.integration.conftest import start_redis
 from tests.integration.traffic import (
     Applied,
@@ -143,3 +148,44 @@ async def test_redis_killed_mid_load_then_restarted(aof_dir: Path):
     assert store_errors > 0
     assert len({a.decision_id for a in applied}) == len(applied) == version
     assert_state_equals_replay(sums, applied, daemon.router._policies["chat"].spec)
+
+
+async def test_slow_redis_degrades_load_and_fails_settle_idempotently(tmp_path: Path):
+    """A frozen Redis: load serves the cache (degraded), settle is UNAVAILABLE, retry joins once."""
+    proc, port = start_redis(tmp_path)
+    params = RedisStoreParams(timeout_s=0.2, retry_after_s=0.0)
+    store = RedisModelStore(connect(RedisConnection(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)),
+                            params)  # fmt: skip
+    spec = ModelSpec(dim=2, fingerprint="f")
+    key = ModelKey("p")
+    now = 1_700_000_000.0
+
+    def decision(i: int) -> PendingDecision:
+        return PendingDecision(f"p:{i:x}", "p", "", "a", np.array([1.0, 0.5]), 1.0, 0, now,
+                               now + 60)  # fmt: skip
+
+    try:
+        await store.record(decision(1))
+        await store.settle("p:1", 1.0, now, spec)
+        await store.record(decision(2))
+        warm = await store.load(key, ["a", "b"], spec)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            cached = await store.load(key, ["a", "b"], spec)
+            with pytest.raises(StateUnavailableError):
+                await store.settle("p:2", 0.5, now, spec)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        assert cached.degraded
+        assert cached.version == warm.version == 1
+        assert cached.arms["a"] is warm.arms["a"]
+        retried = await store.settle("p:2", 0.5, now, spec)
+        assert retried.outcome in (Outcome.APPLIED, Outcome.DUPLICATE)  # DUPLICATE: it landed
+        fresh = await store.load(key, ["a"], spec)
+        assert not fresh.degraded
+        assert fresh.arms["a"].n == 2
+        assert fresh.version == 2
+    finally:
+        await store.close()
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -126,16 +126,16 @@ async def test_redis_killed_mid_load_then_restarted(aof_dir: Path):
         await asyncio.sleep(0.2)  # one more watcher tick exports the counters
         unrecorded = metrics.get_sample_value("banditd_decisions_unrecorded_total")
         store_errors = metrics.get_sample_value("banditd_store_errors_total")
+        client = aioredis.from_url(url)
+        sums = await stored_sums(client)
+        version = int(await client.hget("banditd:{chat}:model", "v ") or 0)
+        await client.aclose()
     finally:
         stop.set()
         for w in workers:
             w.cancel()
         await channel.close()
         await daemon.stop(grace_s=0)
-        client = aioredis.from_url(url)
-        sums = await stored_sums(client)
-        version = int(await client.hget("banditd:{chat}:model", "v ") or 0)
-        await client.aclose()
         proc.terminate()
         proc.wait(timeout=10)
     assert before > 0

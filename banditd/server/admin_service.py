@@ -110,6 +110,11 @@ class AdminService(apb_grpc.AdminServicer):
                 arms.add(request.arm_id)
             else:
                 arms.discard(request.arm_id)
+                if not arms:
+                    raise InvalidRequestError(
+                        f"{request.arm_id!r} is the last arm of {request.policy!r}; add another"
+                        " first (a policy needs at least one arm)"
+                    )
             self._router.set_arms(request.policy, sorted(arms))
             if self._admin is not None:
                 await self._admin.set_arm_list(request.policy, sorted(arms))

@@ -190,6 +190,9 @@ class Daemon:
     async def sweep_once(self) -> int:
         try:
             settled = await self.router.expire()
+        except StateUnavailableError as exc:  # counted by the store watcher; retried next tick
+            log.warning("feedback.sweep_skipped", error=str(exc))
+            return 0
         except Exception:
             self.metrics.store_errors.inc()
             log.exception("feedback.sweep_failed")

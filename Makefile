@@ -53,4 +53,9 @@ bench: $(STAMP)  ## throughput/latency next to peers and machine ceilings (not i
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench
 
+# --- redis backend (docs/redis.md) ---
+redis-route-cost: $(STAMP) redis-bin  ## round trips and bytes per Route on the Redis backend
+	$(PY) -m tests.integration.route_cost
+
 .PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench
+.PHONY: redis-route-cost

@@ -24,8 +24,6 @@ from importlib import resources
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -34,6 +32,7 @@ from banditd.errors import StateUnavailableError
 from banditd.policies import linear
 from banditd.policies.linear import ArmState
 from banditd.state import codec, keys
+from banditd.state.connection import RedisClient
 from banditd.state.memory_store import check_fingerprint
 from banditd.types import (
     ArmId,
@@ -47,8 +46,6 @@ from banditd.types import (
 )
 
 log = structlog.get_logger("banditd.state")
-
-RedisClient = Redis | RedisCluster
 
 
 def _script(name: str) -> str:

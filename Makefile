@@ -99,3 +99,9 @@ sim: $(STAMP)  ## run every shipped scenario: plots + summaries in simulations/o
 	$(VENV)/bin/banditd tune simulations/linear.toml --out $(SIM_OUT) --write-config $(SIM_OUT)/linear.best.toml
 
 .PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench sim
+# --- redis backend (docs/redis.md) ---
+redis-route-cost: $(STAMP) redis-bin  ## round trips and bytes per Route on the Redis backend
+	$(PY) -m tests.integration.route_cost
+
+.PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench
+.PHONY: redis-route-cost

@@ -276,10 +276,37 @@ class ServerSettings(_Section):
     sweep_interval_s: float = Field(1.0, gt=0, description="how often expired decisions settle")
 
 
+# --- store.redis (shared state; docs/redis.md) ----------------------------------------------
+class RedisSettings(_Section):
+    """Where the shared state lives: one Redis, or a Redis Cluster (cluster = true)."""
+
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// (TLS)")
+    username: str = Field("", description="ACL user ('' = default user or the URL's)")
+    password: str = Field("", description="ACL password ('' = none or the URL's)")
+    tls_ca_file: str = Field("", description="CA bundle to verify the server (rediss://)")
+    tls_cert_file: str = Field("", description="client certificate for mutual TLS")
+    tls_key_file: str = Field("", description="client key for mutual TLS")
+    tls_verify: bool = Field(True, description="verify the server certificate")
+    key_prefix: str = Field("banditd", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    timeout_s: float = Field(0.25, gt=0, description="bound on each call; then degraded")
+    cluster: bool = Field(False, description="url names one node of a Redis Cluster")
+    pending_grace_s: float = Field(3600.0, ge=0, description="pending outlives its deadline")
+    health_interval_s: float = Field(1.0, gt=0, description="readiness ping period")
+    max_buffered: int = Field(10_000, ge=0, description="decisions kept while Redis is down")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError("store.redis.url must start with redis:// or rediss://")
+        return value
+
+
 class StoreSettings(_Section):
     backend: Literal["memory", "redis"] = "memory"
     max_pending: int = Field(1_000_000, ge=1)
     tombstone_ttl_s: float = Field(DAY_S, gt=0, description="how long duplicates are recognised")
+    redis: RedisSettings = RedisSettings()
 
 
 class Settings(BaseSettings):

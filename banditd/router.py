@@ -162,6 +162,18 @@ class Router:
     def policy_names(self) -> list[str]:
         return sorted(self._policies)
 
+    def arms(self, name: str) -> tuple[ArmId, ...]:
+        """The arms Route accepts for a policy now (empty: any, if allow_new_arms)."""
+        return tuple(sorted(self._resolve(name).arms))
+
+    def set_arms(self, name: str, arms: Sequence[ArmId]) -> None:
+        """Replace a policy's arm list at runtime (Admin AddArm/RemoveArm)."""
+        for arm in arms:
+            if not ARM_ID.match(arm):
+                raise InvalidRequestError(f"arm id {arm[:80]!r} must be 1-128 printable characters")
+        policy = self._resolve(name)
+        self._policies[name] = dataclasses.replace(policy, arms=frozenset(arms))
+
     def specs(self) -> dict[str, ModelSpec]:
         return {name: p.spec for name, p in self._policies.items()}
 

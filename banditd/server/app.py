@@ -15,7 +15,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -25,27 +25,35 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from banditd.api.v1 import admin_pb2 as apb
+from banditd.api.v1 import admin_pb2_grpc as apb_grpc
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.cache.pager import Pager
 from banditd.cache.residency import InMemoryResidencyStore
 from banditd.config import Settings
+from banditd.errors import StateUnavailableError
 from banditd.features.batcher import BatchingEncoder
 from banditd.features.encoder import EncoderOptions, OnnxTextEncoder
 from banditd.features.pipeline import PipelineExtractor
 from banditd.features.schema import NumericExtractor
 from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
+from banditd.server.admin_service import AdminService
 from banditd.server.interceptors import LogContextInterceptor
 from banditd.server.metrics import Metrics
 from banditd.server.service import RouterService
 from banditd.sim.traces import JsonlTraceWriter
+from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
+from banditd.state.redis_admin import RedisAdmin
+from banditd.state.redis_store import RedisModelStore, RedisStoreParams
 from banditd.types import FeatureExtractor, ModelStore
 
 log = structlog.get_logger("banditd.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Router"].full_name
+ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["Admin"].full_name
 
 
 class SystemClock:
@@ -96,7 +104,77 @@ def build_store(settings: Settings) -> ModelStore:
             max_pending=settings.store.max_pending,
             tombstone_ttl_s=settings.store.tombstone_ttl_s,
         )
+    if settings.store.backend == "redis":
+        return build_redis_store(settings)
     raise NotImplementedError(f"store backend {settings.store.backend!r} is not available yet")
+
+
+# --- redis backend (docs/redis.md) ---------------------------------------------------------
+def build_redis_store(settings: Settings) -> RedisModelStore:
+    r = settings.store.redis
+    conn = RedisConnection(
+        r.url, r.username, r.password, r.tls_ca_file, r.tls_cert_file, r.tls_key_file,
+        r.tls_verify, r.timeout_s, r.cluster,
+    )  # fmt: skip
+    params = RedisStoreParams(
+        prefix=r.key_prefix, timeout_s=r.timeout_s, pending_grace_s=r.pending_grace_s,
+        tombstone_ttl_s=settings.store.tombstone_ttl_s, max_buffered=r.max_buffered,
+    )  # fmt: skip
+    return RedisModelStore(connect(conn), params)
+
+
+async def sync_arms(daemon: Daemon, store: RedisModelStore) -> None:
+    """Adopt arm lists another replica's Admin service stored."""
+    admin = RedisAdmin(store)
+    for name in daemon.router.policy_names:
+        try:
+            arms = await admin.arm_list(name)
+        except StateUnavailableError:
+            return
+        if arms is not None and tuple(arms) != daemon.router.arms(name):
+            daemon.router.set_arms(name, arms)
+            log.info("admin.arms_synced", policy=name, arms=arms)
+
+
+async def watch_store(daemon: Daemon, interval_s: float) -> None:
+    """Readiness follows Redis: ping it every interval_s, export the store's counters."""
+    store = daemon.store
+    assert isinstance(store, RedisModelStore)
+    seen = {"unavailable": 0, "unrecorded": 0, "lost_pending": 0}
+    serving: bool | None = None
+    while True:
+        try:
+            serving = await _watch_once(daemon, store, serving, seen)
+        except Exception:  # the watcher must outlive any surprise; it is readiness itself
+            log.exception("state.watch_failed")
+        await asyncio.sleep(interval_s)
+
+
+async def _watch_once(
+    daemon: Daemon, store: RedisModelStore, serving: bool | None, seen: dict[str, int]
+) -> bool:
+    m = daemon.metrics
+    ok = await store.ping()
+    if ok is not serving:
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not ok:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await daemon.health.set(name, status)
+        log.log(20 if ok else 30, "state.health", redis_ok=ok)
+    st = store.stats
+    for name, counter in (
+        ("unavailable", m.store_errors), ("unrecorded", m.decisions_unrecorded),
+        ("lost_pending", m.pending_lost),
+    ):  # fmt: skip
+        now = getattr(st, name)
+        counter.inc(now - seen[name])
+        seen[name] = now
+    if ok:
+        await sync_arms(daemon, store)
+    m.degraded.set(0 if ok else 1)
+    m.outage_buffered.set(st.buffered)
+    return ok
 
 
 @dataclass
@@ -112,15 +190,27 @@ class Daemon:
     port: int
     trace: JsonlTraceWriter | None = None
     sweeper: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
+        if isinstance(self.store, RedisModelStore):
+            # Connect (and, for a Cluster, learn the slot map) before the first RPC: redis-py's
+            # cluster client breaks connections if many requests race its lazy initialisation.
+            await self.store.ping()
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.metrics.serving.set(1)
+        if isinstance(self.store, RedisModelStore):
+            interval = self.settings.store.redis.health_interval_s
+            self.tasks.append(asyncio.create_task(watch_store(self, interval)))
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Readiness off, drain in-flight RPCs, stop the sweeper, settle, flush, close."""
+        for task in self.tasks:  # first: the store watcher must not flip readiness back on
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.metrics.serving.set(0)
@@ -148,6 +238,9 @@ class Daemon:
     async def sweep_once(self) -> int:
         try:
             settled = await self.router.expire()
+        except StateUnavailableError as exc:  # counted by the store watcher; retried next tick
+            log.warning("feedback.sweep_skipped", error=str(exc))
+            return 0
         except Exception:
             self.metrics.store_errors.inc()
             log.exception("feedback.sweep_failed")
@@ -193,10 +286,14 @@ def build_daemon(
     pb_grpc.add_RouterServicer_to_server(  # type: ignore[no-untyped-call]
         RouterService(router, metrics, pager), server
     )
+    admin = RedisAdmin(store) if isinstance(store, RedisModelStore) else None
+    apb_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
+        AdminService(router, store, admin), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(settings.server.listen)
     if port == 0:

@@ -82,3 +82,18 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.build_info.labels(__version__).set(1)
+        # --- redis store (docs/redis.md) ---
+        self.decisions_unrecorded = Counter(
+            "banditd_decisions_unrecorded",
+            "Decisions lost while the store was down (outage buffer full): never joinable",
+            registry=r,
+        )
+        self.pending_lost = Counter(
+            "banditd_pending_lost",
+            "Pending decisions that expired from the store before any replica settled them",
+            registry=r,
+        )
+        self.outage_buffered = Gauge(
+            "banditd_outage_buffered", "Decisions buffered locally until the store answers",
+            registry=r,
+        )  # fmt: skip

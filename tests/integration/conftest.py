@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -40,8 +40,11 @@ def _wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -
     raise RuntimeError(f"redis-server on port {port} did not answer PING in {timeout_s} s")
 
 
-def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    """Start a throwaway redis-server on loopback (no persistence); returns (process, port)."""
+def start_redis(
+    directory: Path, port: int | None = None, extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a throwaway redis-server on loopback (no persistence unless `extra` asks for it:
+    later flags win); returns (process, port)."""
     exe = shutil.which("redis-server")
     if exe is None:
         if os.environ.get("BANDITD_REQUIRE_REDIS"):
@@ -50,7 +53,7 @@ def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Po
     port = port or free_port()
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
+         "--dir", str(directory), *extra],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     _wait_for_ping(port, proc, timeout_s=10)

@@ -1,0 +1,160 @@
+"""AdminService: the banditd.v1.Admin gRPC service (protobuf <-> router and store admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+import structlog
+
+from banditd.api.v1 import admin_pb2 as apb
+from banditd.api.v1 import admin_pb2_grpc as apb_grpc
+from banditd.errors import BanditdError, FailedPreconditionError, InvalidRequestError
+from banditd.router import Router
+from banditd.server.service import _abort
+from banditd.state import codec
+from banditd.state.memory_store import InMemoryModelStore
+from banditd.state.redis_admin import ModelMeta, PolicyExport, RedisAdmin
+from banditd.types import ModelStore
+
+log = structlog.get_logger("banditd.admin")
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def to_proto(state: PolicyExport) -> apb.PolicyState:
+    rows, cols = None, None
+    arms = []
+    for segment, arm, sums in state.arms:
+        rows, cols = np.triu_indices(sums.dim)
+        arms.append(apb.ArmSums(
+            segment=segment, arm_id=arm, n=sums.n, b=sums.b.tolist(),
+            s_upper=sums.s[rows, cols].tolist(), decay_epoch=sums.epoch,
+        ))  # fmt: skip
+    models = [apb.ModelState(segment=m.segment, fingerprint=m.fingerprint, version=m.version)
+              for m in state.models]  # fmt: skip
+    return apb.PolicyState(policy=state.policy, models=models, arms=arms)
+
+
+def from_proto(msg: apb.PolicyState) -> PolicyExport:
+    arms = []
+    for a in msg.arms:
+        dim = len(a.b)
+        if dim == 0 or len(a.s_upper) != codec.triangle_size(dim):
+            raise InvalidRequestError(
+                f"arm {a.arm_id!r}: b has {dim} values, so s_upper needs"
+                f" {codec.triangle_size(dim)}, got {len(a.s_upper)}"
+            )
+        s = np.zeros((dim, dim))
+        rows, cols = np.triu_indices(dim)
+        s[rows, cols] = a.s_upper
+        s[cols, rows] = a.s_upper
+        arms.append((a.segment, a.arm_id, codec.ArmSums(s, np.array(a.b), a.n, a.decay_epoch)))
+    models = [ModelMeta(m.segment, m.fingerprint, m.version) for m in msg.models]
+    return PolicyExport(msg.policy, models, arms)
+
+
+class AdminService(apb_grpc.AdminServicer):
+    """Policies, arms, reset, export/import. Export/import need the Redis backend."""
+
+    def __init__(self, router: Router, store: ModelStore, admin: RedisAdmin | None) -> None:
+        self._router = router
+        self._store = store
+        self._admin = admin
+
+    def _redis(self, what: str) -> RedisAdmin:
+        if self._admin is None:
+            raise FailedPreconditionError(f"{what} needs store.backend = 'redis'")
+        return self._admin
+
+    async def ListPolicies(self, request: apb.ListPoliciesRequest, context: Ctx) -> Any:
+        try:
+            declared = set(self._router.policy_names)
+            if self._admin is not None:
+                stored = set(await self._admin.policies())
+            elif isinstance(self._store, InMemoryModelStore):
+                stored = {key.policy for key in self._store.models()}
+            else:
+                stored = set()
+        except BanditdError as exc:
+            await _abort(context, exc)
+        return apb.ListPoliciesResponse(policies=[
+            apb.PolicyInfo(name=n, declared=n in declared, stored=n in stored)
+            for n in sorted(declared | stored)
+        ])  # fmt: skip
+
+    async def _arms(self, policy: str) -> apb.ListArmsResponse:
+        learned = []
+        if self._admin is not None:
+            state = await self._admin.export(policy)
+            learned = [apb.LearnedArm(segment=seg, arm_id=arm, pulls=s.n)
+                       for seg, arm, s in state.arms]  # fmt: skip
+        elif isinstance(self._store, InMemoryModelStore):
+            for key, states in sorted(self._store.models().items(), key=lambda kv: kv[0].segment):
+                if key.policy == policy:
+                    learned += [apb.LearnedArm(segment=key.segment, arm_id=arm, pulls=st.n)
+                                for arm, st in sorted(states.items())]  # fmt: skip
+        return apb.ListArmsResponse(policy=policy, arms=self._router.arms(policy), learned=learned)
+
+    async def ListArms(self, request: apb.ListArmsRequest, context: Ctx) -> Any:
+        try:
+            return await self._arms(request.policy)
+        except BanditdError as exc:
+            await _abort(context, exc)
+
+    async def _change_arm(self, request: apb.ArmRequest, context: Ctx, add: bool) -> Any:
+        try:
+            arms = set(self._router.arms(request.policy))
+            if add:
+                arms.add(request.arm_id)
+            else:
+                arms.discard(request.arm_id)
+                if not arms:
+                    raise InvalidRequestError(
+                        f"{request.arm_id!r} is the last arm of {request.policy!r}; add another"
+                        " first (a policy needs at least one arm)"
+                    )
+            self._router.set_arms(request.policy, sorted(arms))
+            if self._admin is not None:
+                await self._admin.set_arm_list(request.policy, sorted(arms))
+            log.info("admin.arms_changed", policy=request.policy, arm=request.arm_id, added=add)
+            return await self._arms(request.policy)
+        except BanditdError as exc:
+            await _abort(context, exc)
+
+    async def AddArm(self, request: apb.ArmRequest, context: Ctx) -> Any:
+        return await self._change_arm(request, context, add=True)
+
+    async def RemoveArm(self, request: apb.ArmRequest, context: Ctx) -> Any:
+        return await self._change_arm(request, context, add=False)
+
+    async def ResetPolicy(self, request: apb.ResetPolicyRequest, context: Ctx) -> Any:
+        try:
+            if self._admin is not None:
+                models = await self._admin.reset(request.policy)
+            elif isinstance(self._store, InMemoryModelStore):
+                models = self._store.reset(request.policy)
+            else:
+                raise FailedPreconditionError("this store cannot be reset")
+        except BanditdError as exc:
+            await _abort(context, exc)
+        log.info("admin.policy_reset", policy=request.policy, models=models)
+        return apb.ResetPolicyResponse(models=models)
+
+    async def ExportPolicy(self, request: apb.ExportPolicyRequest, context: Ctx) -> Any:
+        try:
+            return to_proto(await self._redis("export").export(request.policy))
+        except BanditdError as exc:
+            await _abort(context, exc)
+
+    async def ImportPolicy(self, request: apb.ImportPolicyRequest, context: Ctx) -> Any:
+        policy = request.policy or request.state.policy
+        try:
+            admin = self._redis("import")
+            self._router.arms(policy)  # unknown policies are refused, as Route would
+            arms = await admin.import_(policy, from_proto(request.state), request.replace)
+        except BanditdError as exc:
+            await _abort(context, exc)
+        log.info("admin.policy_imported", policy=policy, arms=arms, replace=request.replace)
+        return apb.ImportPolicyResponse(arms=arms)

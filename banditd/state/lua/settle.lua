@@ -1,0 +1,158 @@
+-- settle.lua: end one pending decision (by feedback or by expiry) and apply its reward to the
+-- arm's additive sums, exactly once. The same join table as banditd/feedback/joiner.py.
+-- All keys carry the policy's hash tag (banditd/state/keys.py), so this runs on one slot.
+--
+-- KEYS[1]  pending:<id>  HASH (keys.PENDING_FIELDS)
+-- KEYS[2]  tomb:<id>     HASH (keys.TOMB_FIELDS)
+-- KEYS[3]  model         HASH (counter, versions, fingerprints, arm stamps)
+-- KEYS[4]  sums          HASH (codec sums blobs)
+-- KEYS[5]  deadlines     ZSET
+-- ARGV[1]  decision id
+-- ARGV[2]  mode: "feedback" | "expire" (only if due) | "orphan" (policy gone: forget, no tomb)
+-- ARGV[3]  reward, float64 LE ("" unless mode = feedback)
+-- ARGV[4]  now, float64 LE
+-- ARGV[5]  default reward, float64 LE, or "" = drop decisions whose reward never came
+-- ARGV[6]  decay factor per epoch, float64 LE (1.0 = no forgetting)
+-- ARGV[7]  decay epoch of now, floor(now / decay_interval_s), decimal integer
+-- ARGV[8]  fingerprint of the policy's feature pipeline
+-- ARGV[9]  spec dim (the prior's dimension), decimal integer
+-- ARGV[10] codec header of a sums blob of dim ARGV[9]
+-- ARGV[11] tombstone TTL, milliseconds
+--
+-- Returns one of
+--   {outcome, arm, reward, model_version, settled_at, segment}  (reward, settled_at: float64
+--       LE or ""; outcome: applied|expired|duplicate|unknown|defaulted|dropped; segment is
+--       nil when the answer comes from a tombstone, as the memory store reports it)
+--   {"skip"}          expire mode: not due, or already settled
+--   {"lost"}          expire mode: the pending hash vanished (TTL) before anyone settled it
+--   {"error", code, detail}  code = fingerprint | dim; nothing was changed
+
+local function f64(s, pos) return (struct.unpack('<d', s, pos or 1)) end
+local function p64(v) return struct.pack('<d', v) end
+
+local id, mode = ARGV[1], ARGV[2]
+local now = f64(ARGV[4])
+
+local function apply(p, reward)
+  local fp = redis.call('HGET', KEYS[3], p.ff)
+  if fp and fp ~= ARGV[8] then return nil, {'error', 'fingerprint', fp} end
+  local x = p.x
+  local d = (#x - 8) / 8
+  local xs = {}
+  for i = 1, d do xs[i] = f64(x, 9 + 8 * (i - 1)) end
+  local blob = redis.call('HGET', KEYS[4], p.sf)
+  local header, n, epoch
+  local b, s = {}, {}
+  local m = d * (d + 1) / 2
+  if blob then
+    local sd = struct.unpack('<I4', blob, 5)
+    if sd ~= d then return nil, {'error', 'dim', sd .. ' ' .. d} end
+    header = string.sub(blob, 1, 8)
+    n, epoch = f64(blob, 9), f64(blob, 17)
+    local pos = 33
+    for i = 1, d do b[i] = f64(blob, pos); pos = pos + 8 end
+    for k = 1, m do s[k] = f64(blob, pos); pos = pos + 8 end
+  else
+    local sd = tonumber(ARGV[9])
+    if sd ~= d then return nil, {'error', 'dim', sd .. ' ' .. d} end
+    header, n, epoch = ARGV[10], 0, -1
+    for i = 1, d do b[i] = 0.0 end
+    for k = 1, m do s[k] = 0.0 end
+  end
+  local factor = f64(ARGV[6])
+  if factor < 1 then
+    local now_epoch = tonumber(ARGV[7])
+    local last = epoch
+    if last == -1 then last = now_epoch end
+    if now_epoch > last then
+      local g = factor ^ (now_epoch - last)
+      for i = 1, d do b[i] = g * b[i] end
+      for k = 1, m do s[k] = g * s[k] end
+    end
+    if now_epoch > epoch then epoch = now_epoch end
+  end
+  local k = 0
+  for i = 1, d do
+    local xi = xs[i]
+    for j = i, d do
+      k = k + 1
+      s[k] = s[k] + xi * xs[j]
+    end
+    b[i] = b[i] + reward * xi
+  end
+  n = n + 1
+  local stamp = redis.call('HINCRBY', KEYS[3], 'c', 1)
+  local version = redis.call('HINCRBY', KEYS[3], p.vf, 1)
+  redis.call('HSET', KEYS[3], p.af, stamp)
+  if not fp then redis.call('HSET', KEYS[3], p.ff, ARGV[8]) end
+  local out = {header, p64(n), p64(epoch), p64(stamp)}
+  for i = 1, d do out[#out + 1] = p64(b[i]) end
+  for j = 1, m do out[#out + 1] = p64(s[j]) end
+  redis.call('HSET', KEYS[4], p.sf, table.concat(out))
+  return version, nil
+end
+
+-- Remove the pending decision, apply `reward` (false = none), leave a tombstone.
+local function finish(p, outcome, reward)
+  local version
+  if reward then
+    local err
+    version, err = apply(p, reward)
+    if err then return nil, err end
+  else
+    version = tonumber(redis.call('HGET', KEYS[3], p.vf) or '0')
+  end
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[5], id)
+  local r = ''
+  if reward then r = p64(reward) end
+  redis.call('HSET', KEYS[2], 'outcome', outcome, 'arm', p.arm, 'reward', r,
+             'settled_at', ARGV[4], 'model_version', version)
+  redis.call('PEXPIRE', KEYS[2], ARGV[11])
+  return {outcome, p.arm, r, version, ARGV[4], p.segment}, nil
+end
+
+local function expiry(p)
+  if ARGV[5] == '' then return finish(p, 'dropped', false) end
+  return finish(p, 'defaulted', f64(ARGV[5]))
+end
+
+local raw = redis.call('HMGET', KEYS[1], 'segment', 'arm', 'x', 'deadline', 'sums_field',
+                       'version_field', 'fingerprint_field', 'stamp_field')
+local p = nil
+if raw[3] then
+  p = {segment = raw[1], arm = raw[2], x = raw[3], deadline = f64(raw[4]), sf = raw[5],
+       vf = raw[6], ff = raw[7], af = raw[8]}
+end
+
+if mode ~= 'feedback' then
+  if not p then
+    redis.call('ZREM', KEYS[5], id)
+    if redis.call('EXISTS', KEYS[2]) == 1 then return {'skip'} end
+    return {'lost'}
+  end
+  if not (p.deadline < now) then return {'skip'} end
+  if mode == 'orphan' then
+    redis.call('DEL', KEYS[1])
+    redis.call('ZREM', KEYS[5], id)
+    return {'dropped', p.arm, '', 0, ARGV[4], p.segment}
+  end
+  local res, err = expiry(p)
+  return err or res
+end
+
+if p then
+  if now <= p.deadline then
+    local res, err = finish(p, 'applied', f64(ARGV[3]))
+    return err or res
+  end
+  local res, err = expiry(p)
+  if err then return err end
+  return {'expired', res[2], res[3], res[4], raw[4], res[6]}
+end
+
+local t = redis.call('HMGET', KEYS[2], 'outcome', 'arm', 'reward', 'settled_at', 'model_version')
+if not t[1] then return {'unknown', '', '', 0, '', false} end
+local outcome = 'expired'
+if t[1] == 'applied' then outcome = 'duplicate' end
+return {outcome, t[2], t[3], tonumber(t[5]), t[4], false}

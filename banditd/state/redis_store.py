@@ -1,0 +1,389 @@
+"""RedisModelStore: shared model state and pending decisions in Redis (or a Redis Cluster).
+
+Design (docs/redis.md has the long form):
+- Redis holds only additive statistics per (policy, segment, arm): S, b, n and a decay epoch.
+  Every update runs inside one Lua script (lua/settle.lua) that also does the join: it takes
+  the pending decision, adds x xᵀ and r x, bumps the model version, writes the tombstone. So a
+  decision is applied exactly once, whichever replica gets its feedback or expiry.
+- Each replica caches the derived A⁻¹ per arm, keyed by the arm's stamp. A Route costs one
+  HMGET of small stamps; only arms whose stamp moved are fetched and refactorised.
+- Outage: calls are bounded by timeout_s. load() then serves the cached model flagged
+  degraded; record() keeps the decision in a bounded local buffer, flushed when Redis answers
+  again; settle() raises StateUnavailableError (gRPC UNAVAILABLE; retries are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from importlib import resources
+from typing import Any
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from banditd.errors import StateUnavailableError
+from banditd.policies import linear
+from banditd.policies.linear import ArmState
+from banditd.state import codec, keys
+from banditd.state.connection import RedisClient
+from banditd.state.memory_store import check_fingerprint
+from banditd.types import (
+    ArmId,
+    DecisionId,
+    ModelKey,
+    ModelSnapshot,
+    ModelSpec,
+    Outcome,
+    PendingDecision,
+    Settlement,
+)
+
+log = structlog.get_logger("banditd.state")
+
+
+def _script(name: str) -> str:
+    return resources.files("banditd.state").joinpath("lua", name).read_text("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStoreParams:
+    """prefix: key prefix; timeout_s: bound on each network step; pending_grace_s: pending
+    decisions outlive their deadline by this much (so a sweeper that was down can still
+    expire them); retry_after_s: after a connection failure, calls fail fast this long;
+    max_buffered: decisions kept locally while Redis is down; max_cached_models: (policy,
+    segment) models whose derived inverses this replica keeps."""
+
+    prefix: str = keys.DEFAULT_PREFIX
+    timeout_s: float = 0.25
+    pending_grace_s: float = 3600.0
+    tombstone_ttl_s: float = 86_400.0
+    retry_after_s: float = 0.5
+    max_buffered: int = 10_000
+    max_cached_models: int = 10_000
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """Counters the daemon exports as metrics (monotone, except `buffered`)."""
+
+    unavailable: int = 0  # calls that failed because Redis was down or slow
+    degraded_loads: int = 0  # loads answered from the local cache
+    unrecorded: int = 0  # decisions lost while down: the outage buffer was full
+    lost_pending: int = 0  # pending decisions that vanished (TTL) before being settled
+    buffered: int = 0  # decisions waiting in the outage buffer now
+    bytes_in: int = 0  # payload bytes of state fetched by load()
+    fetches: int = 0  # HMGETs of sums blobs by load()
+
+
+@dataclass(slots=True)
+class _Cached:
+    stamp: int
+    state: ArmState
+
+
+class RedisModelStore:
+    """ModelStore over Redis; any number of replicas may share one Redis (or Cluster)."""
+
+    def __init__(self, client: RedisClient, params: RedisStoreParams | None = None) -> None:
+        self._redis = client
+        self._p = params or RedisStoreParams()
+        self._keys = keys.Keys(self._p.prefix)
+        self._settle = client.register_script(_script("settle.lua"))
+        self._record = client.register_script(_script("record.lua"))
+        self._cache: dict[ModelKey, dict[ArmId, _Cached]] = {}
+        self._versions: dict[ModelKey, int] = {}
+        self._priors: dict[tuple[int, float], ArmState] = {}
+        self._buffer: dict[DecisionId, PendingDecision] = {}
+        self._known_policies: set[str] = set()
+        self._down_until = 0.0
+        self._flush_lock = asyncio.Lock()
+        self.stats = StoreStats()
+
+    @property
+    def keys(self) -> keys.Keys:
+        return self._keys
+
+    @property
+    def client(self) -> RedisClient:
+        return self._redis
+
+    @property
+    def healthy(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    # -- the one place redis errors are translated -----------------------------------------
+    async def call(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one Redis call; redis errors come out as StateUnavailableError."""
+        if not self.healthy:
+            self.stats.unavailable += 1
+            raise StateUnavailableError("redis is unreachable (retrying shortly)")
+        try:
+            # No asyncio.timeout around the call: cancelling redis-py mid-handshake leaks the
+            # socket. Its own socket_connect_timeout/socket_timeout (= timeout_s) bound each
+            # step and clean up after themselves.
+            return await make()
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
+            self._down_until = time.monotonic() + self._p.retry_after_s
+            self.stats.unavailable += 1
+            raise StateUnavailableError(
+                f"redis did not answer within {self._p.timeout_s} s: {exc!r}"
+            ) from exc
+        except RedisError as exc:  # cluster reshards, OOM, script errors: not our data's fault
+            self.stats.unavailable += 1
+            raise StateUnavailableError(f"redis refused the call: {exc}") from exc
+
+    async def ping(self) -> bool:
+        """Probe Redis (ignoring the fail-fast window); flush buffered decisions when it answers."""
+        try:
+            await self._redis.ping()
+        except (RedisError, TimeoutError, OSError):
+            self._down_until = time.monotonic() + self._p.retry_after_s
+            return False
+        self._down_until = 0.0
+        if self._buffer:
+            try:
+                await self._flush()
+            except StateUnavailableError:
+                return False
+        return True
+
+    # -- reads -----------------------------------------------------------------------------
+    def _prior(self, spec: ModelSpec) -> ArmState:
+        key = (spec.dim, spec.l2)
+        prior = self._priors.get(key)
+        if prior is None:
+            prior = self._priors[key] = linear.prior(spec.dim, spec.l2)
+        return prior
+
+    async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
+        """One HMGET of stamps; a second HMGET only for arms whose stamp changed."""
+        model = self._keys.model(key.policy)
+        fields = [keys.version_field(key.segment), keys.fingerprint_field(key.segment)]
+        fields += [keys.stamp_field(key.segment, arm) for arm in arms]
+        try:
+            version_raw, fp_raw, *stamps_raw = await self.call(
+                lambda: self._redis.hmget(model, fields)
+            )
+        except StateUnavailableError:
+            return self._degraded(key, arms, spec)
+        if fp_raw is not None:
+            check_fingerprint(key, fp_raw.decode(), spec)
+        cache = self._cache.get(key)
+        if cache is None:
+            cache = self._cache[key] = {}
+            while len(self._cache) > self._p.max_cached_models:
+                self._cache.pop(next(iter(self._cache)))  # oldest first
+        stamps = [None if raw is None else int(raw) for raw in stamps_raw]
+        stale = [
+            arm
+            for arm, stamp in zip(arms, stamps, strict=True)
+            if stamp is not None
+            and (arm not in cache or cache[arm].stamp < stamp or cache[arm].state.l2 != spec.l2)
+        ]
+        if stale:
+            sums_key = self._keys.sums(key.policy)
+            names = [keys.sums_field(key.segment, arm) for arm in stale]
+            try:
+                blobs = await self.call(lambda: self._redis.hmget(sums_key, names))
+            except StateUnavailableError:
+                return self._degraded(key, arms, spec)
+            self.stats.fetches += 1
+            for arm, blob in zip(stale, blobs, strict=True):
+                if blob is None:  # reset between the two reads
+                    cache.pop(arm, None)
+                    continue
+                self.stats.bytes_in += len(blob)
+                sums = codec.decode_sums(blob)
+                state = linear.from_sums(sums.s, sums.b, sums.n, spec.l2)
+                cache[arm] = _Cached(sums.stamp, state)
+        prior = self._prior(spec)
+        states: dict[ArmId, ArmState] = {}
+        for arm, stamp in zip(arms, stamps, strict=True):
+            if stamp is None:
+                cache.pop(arm, None)
+                states[arm] = prior
+            else:
+                cached = cache.get(arm)
+                states[arm] = cached.state if cached is not None else prior
+        version = int(version_raw or 0)
+        self._versions[key] = version
+        return ModelSnapshot(states, version)
+
+    def _degraded(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
+        """The last cached states (the prior for arms never seen), flagged degraded."""
+        self.stats.degraded_loads += 1
+        cache = self._cache.get(key, {})
+        prior = self._prior(spec)
+        states = {arm: (c.state if (c := cache.get(arm)) else prior) for arm in arms}
+        return ModelSnapshot(states, self._versions.get(key, 0), degraded=True)
+
+    # -- record ------------------------------------------------------------------------------
+    def _pending_args(self, d: PendingDecision) -> tuple[list[str], list[bytes | str]]:
+        ttl_s = max(d.deadline - d.created_at, 0.0) + self._p.pending_grace_s + 1.0
+        fields: dict[str, bytes | str] = {
+            "segment": d.segment,
+            "arm": d.arm,
+            "x": codec.encode_vector(d.x),
+            "propensity": codec.encode_f64(d.propensity),
+            "model_version": str(d.model_version),
+            "created_at": codec.encode_f64(d.created_at),
+            "deadline": codec.encode_f64(d.deadline),
+            "sums_field": keys.sums_field(d.segment, d.state_arm),
+            "version_field": keys.version_field(d.segment),
+            "fingerprint_field": keys.fingerprint_field(d.segment),
+            "stamp_field": keys.stamp_field(d.segment, d.state_arm),
+        }
+        args: list[bytes | str] = [d.decision_id, repr(d.deadline), str(math.ceil(ttl_s * 1e3))]
+        for name, value in fields.items():
+            args += [name, value]
+        k = [
+            self._keys.pending(d.decision_id),
+            self._keys.tombstone(d.decision_id),
+            self._keys.deadlines(d.policy),
+        ]
+        return k, args
+
+    async def _record_one(self, decision: PendingDecision) -> None:
+        if decision.policy not in self._known_policies:
+            await self.call(lambda: self._redis.sadd(self._keys.policies(), decision.policy))
+            self._known_policies.add(decision.policy)
+        k, args = self._pending_args(decision)
+        await self.call(lambda: self._record(keys=k, args=args))
+
+    async def record(self, decision: PendingDecision) -> None:
+        """Log the decision in Redis; while Redis is down, in a bounded local buffer."""
+        try:
+            await self._record_one(decision)
+        except StateUnavailableError:
+            if len(self._buffer) >= self._p.max_buffered:
+                self.stats.unrecorded += 1
+                log.warning("state.decision_unrecorded", decision_id=decision.decision_id)
+            else:
+                self._buffer[decision.decision_id] = decision
+            self.stats.buffered = len(self._buffer)
+
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            for decision_id, decision in list(self._buffer.items()):
+                await self._record_one(decision)
+                self._buffer.pop(decision_id, None)
+            self.stats.buffered = len(self._buffer)
+
+    # -- settle / expire ----------------------------------------------------------------------
+    def _spec_args(self, spec: ModelSpec, now: float) -> list[bytes | str]:
+        epoch = math.floor(now / spec.decay_interval_s)
+        default = b"" if spec.default_reward is None else codec.encode_f64(spec.default_reward)
+        return [
+            default,
+            codec.encode_f64(spec.decay_factor),
+            str(epoch),
+            spec.fingerprint,
+            str(spec.dim),
+            codec.HEADER.pack(codec.MAGIC, codec.FORMAT_VERSION, codec.KIND_SUMS, spec.dim),
+            str(math.ceil(self._p.tombstone_ttl_s * 1e3)),
+        ]
+
+    def _settle_keys(self, decision_id: DecisionId, policy: str) -> list[str]:
+        return [
+            self._keys.pending(decision_id),
+            self._keys.tombstone(decision_id),
+            self._keys.model(policy),
+            self._keys.sums(policy),
+            self._keys.deadlines(policy),
+        ]
+
+    async def settle(
+        self, decision_id: DecisionId, reward: float, now: float, spec: ModelSpec
+    ) -> Settlement:
+        try:
+            policy = keys.policy_of(decision_id)
+        except ValueError:
+            return Settlement(Outcome.UNKNOWN, decision_id)
+        buffered = self._buffer.get(decision_id)
+        if buffered is not None:  # recorded while Redis was down: record it first
+            await self._record_one(buffered)
+            self._buffer.pop(decision_id, None)
+            self.stats.buffered = len(self._buffer)
+        k = self._settle_keys(decision_id, policy)
+        args: list[bytes | str] = [
+            decision_id, "feedback", codec.encode_f64(reward), codec.encode_f64(now),
+        ]  # fmt: skip
+        args += self._spec_args(spec, now)
+        reply = await self.call(lambda: self._settle(keys=k, args=args))
+        return self._settlement(reply, decision_id, policy, spec)
+
+    async def expire(
+        self, now: float, limit: int, specs: Mapping[str, ModelSpec]
+    ) -> list[Settlement]:
+        """Per policy: read due ids from the deadline index, settle each in its own script."""
+        stored = await self.call(lambda: self._redis.smembers(self._keys.policies()))
+        policies = sorted(set(specs) | {p.decode() for p in stored})
+        done: list[Settlement] = []
+        for policy in policies:
+            if len(done) >= limit:
+                break
+            done += await self._expire_policy(policy, now, limit - len(done), specs.get(policy))
+        return done
+
+    async def _expire_policy(
+        self, policy: str, now: float, limit: int, spec: ModelSpec | None
+    ) -> list[Settlement]:
+        deadlines = self._keys.deadlines(policy)
+        due: list[bytes] = await self.call(
+            partial(self._redis.zrangebyscore, deadlines, "-inf", f"({now!r}", start=0, num=limit)
+        )
+        mode = "expire" if spec is not None else "orphan"
+        spec_args = self._spec_args(spec or ModelSpec(dim=1), now)
+        calls = []
+        for raw in due:
+            decision_id = raw.decode()
+            args: list[bytes | str] = [decision_id, mode, b"", codec.encode_f64(now), *spec_args]
+            k = self._settle_keys(decision_id, policy)
+            calls.append(self.call(partial(self._settle, keys=k, args=args)))
+        replies = await asyncio.gather(*calls)
+        done: list[Settlement] = []
+        for raw, reply in zip(due, replies, strict=True):
+            head = reply[0].decode()
+            if head == "lost":
+                self.stats.lost_pending += 1
+                log.warning("state.pending_lost", decision_id=raw.decode())
+            if head not in ("lost", "skip"):
+                done.append(self._settlement(reply, raw.decode(), policy, spec))
+        return done
+
+    def _settlement(
+        self, reply: list[Any], decision_id: DecisionId, policy: str, spec: ModelSpec | None
+    ) -> Settlement:
+        head = reply[0].decode()
+        if head == "error":
+            code, detail = reply[1].decode(), reply[2].decode()
+            if code == "fingerprint" and spec is not None:
+                check_fingerprint(ModelKey(policy), detail, spec)
+            raise StateUnavailableError(
+                f"decision {decision_id!r}: stored model has dimension/shape {detail!r} that"
+                " the decision's vector does not match; was the policy's pipeline changed?"
+            )
+        outcome = Outcome(head)
+        arm = reply[1].decode()
+        reward = codec.decode_f64(reply[2]) if reply[2] else None
+        version = int(reply[3])
+        settled_at = codec.decode_f64(reply[4]) if reply[4] else 0.0
+        if outcome is Outcome.UNKNOWN:
+            return Settlement(outcome, decision_id)
+        if reply[5] is None:  # answered from a tombstone
+            return Settlement(
+                outcome, decision_id, arm, reward=reward, model_version=version,
+                settled_at=settled_at,
+            )  # fmt: skip
+        segment = reply[5].decode()
+        return Settlement(outcome, decision_id, arm, policy, segment, reward, version, settled_at)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,217 @@
+"""Contract: the Redis store settles, expires and learns exactly as the in-memory store."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from banditd.errors import FailedPreconditionError
+from banditd.state.connection import RedisConnection, connect
+from banditd.state.memory_store import InMemoryModelStore
+from banditd.state.redis_store import RedisModelStore, RedisStoreParams
+from banditd.types import ModelKey, ModelSpec, ModelStore, PendingDecision
+
+T0 = 1_700_000_000.0
+SPEC = ModelSpec(dim=3, l2=1.0, default_reward=0.0, fingerprint="fp1")
+DROP = ModelSpec(dim=3, l2=1.0, default_reward=None, fingerprint="fp1")
+DECAY = ModelSpec(dim=3, l2=2.0, decay_factor=0.5, decay_interval_s=10.0, default_reward=0.25,
+                  fingerprint="fp1")  # fmt: skip
+
+
+async def redis_store(url: str, **params: Any) -> RedisModelStore:
+    store = RedisModelStore(
+        connect(RedisConnection(url, timeout_s=2.0)), RedisStoreParams(**params)
+    )
+    await store.client.flushdb()
+    return store
+
+
+@pytest.fixture
+async def rstore(redis_url: str) -> AsyncIterator[RedisModelStore]:
+    store = await redis_store(redis_url)
+    yield store
+    await store.close()
+
+
+def pending(i: int, arm: str, x: list[float], at: float, wait: float = 10.0, policy: str = "p",
+            segment: str = "") -> PendingDecision:  # fmt: skip
+    return PendingDecision(f"{policy}:{i:04x}", policy, segment, arm, np.array(x), 0.5, 0, at,
+                           at + wait)  # fmt: skip
+
+
+# (op, args...) rows; the same table runs against both stores.
+TABLE: list[tuple[Any, ...]] = [
+    ("record", pending(1, "a", [1.0, 0.5, -0.25], T0)),
+    ("record", pending(2, "b", [1.0, -1.0, 2.0], T0)),
+    ("record", pending(3, "a", [1.0, 0.25, 0.75], T0, segment="s1")),
+    ("record", pending(4, "c", [1.0, 2.0, 0.0], T0, wait=5.0)),
+    ("record", pending(5, "b", [1.0, 0.5, 0.5], T0, wait=5.0)),
+    ("settle", "p:0001", 1.0, T0 + 1, SPEC),  # applied
+    ("settle", "p:0001", 0.5, T0 + 2, SPEC),  # duplicate
+    ("settle", "p:ffff", 1.0, T0 + 2, SPEC),  # unknown
+    ("settle", "p:0003", 0.75, T0 + 3, SPEC),  # applied, other segment
+    ("expire", T0 + 4, 10, {"p": SPEC}),  # nothing due yet
+    ("expire", T0 + 6, 10, {"p": SPEC}),  # 4 and 5 defaulted
+    ("settle", "p:0004", 1.0, T0 + 7, SPEC),  # expired (tombstone)
+    ("settle", "p:0002", 1.0, T0 + 11, SPEC),  # expired on arrival: default applied
+    ("settle", "p:0002", 1.0, T0 + 12, SPEC),  # expired (tombstone)
+    ("load", "", ["a", "b", "c", "z"], SPEC),
+    ("load", "s1", ["a", "b"], SPEC),
+    ("record", pending(6, "a", [1.0, 1.0, 1.0], T0 + 20)),
+    ("record", pending(7, "b", [1.0, 1.0, 1.0], T0 + 20)),
+    ("expire", T0 + 40, 1, {"p": DROP}),  # limit 1: only 6 is dropped
+    ("expire", T0 + 40, 10, {}),  # policy gone: 7 is dropped without a model update
+    ("load", "", ["a", "b"], SPEC),
+    # decay: epochs of 10 s; updates at epoch k and k+2 decay the first by 0.5**2
+    ("record", pending(8, "d", [1.0, 0.5, 0.5], T0, wait=100.0, policy="q")),
+    ("record", pending(9, "d", [1.0, -0.5, 0.25], T0, wait=100.0, policy="q")),
+    ("record", pending(10, "d", [0.5, 0.5, 0.5], T0, wait=1.0, policy="q")),
+    ("settle", "q:0008", 1.0, T0 + 1, DECAY),
+    ("settle", "q:0009", -1.0, T0 + 21, DECAY),
+    ("expire", T0 + 35, 10, {"q": DECAY}),  # 10 defaulted with 0.25, decayed again
+    ("load", "", ["d"], DECAY),
+    # shared model: the reward updates the model's single state "*", not the chosen arm's
+    (
+        "record",
+        dataclasses.replace(
+            pending(11, "m1", [1.0, 0.5, 0.5], T0 + 50, segment="sh"), model_arm="*"
+        ),
+    ),
+    ("settle", "p:000b", 1.0, T0 + 51, SPEC),
+    ("load", "sh", ["*", "m1"], SPEC),
+]
+
+
+async def run_table(store: ModelStore) -> list[Any]:
+    out: list[Any] = []
+    for op, *args in TABLE:
+        if op == "record":
+            await store.record(args[0])
+        elif op == "settle":
+            out.append(await store.settle(*args))
+        elif op == "expire":
+            out.append(sorted(await store.expire(*args), key=lambda s: s.decision_id))
+        else:
+            segment, arms, spec = args
+            policy = "q" if spec is DECAY else "p"
+            snap = await store.load(ModelKey(policy, segment), arms, spec)
+            out.append((snap.version, snap.degraded, {
+                arm: (st.s.tolist(), st.b.tolist(), st.n, st.a_inv) for arm, st in snap.arms.items()
+            }))  # fmt: skip
+    return out
+
+
+async def test_redis_store_matches_memory_store_on_settle_expire_table(rstore: RedisModelStore):
+    """Same outcomes, versions, sums and counts as the in-memory store, row by row."""
+    want = await run_table(InMemoryModelStore())
+    got = await run_table(rstore)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        if isinstance(w, tuple):
+            assert g[:2] == w[:2]
+            assert g[2].keys() == w[2].keys()
+            for arm in w[2]:
+                assert g[2][arm][:3] == w[2][arm][:3], arm  # S, b, n bit for bit
+                np.testing.assert_allclose(g[2][arm][3], w[2][arm][3], rtol=1e-9, atol=1e-12)
+        else:
+            assert g == w
+
+
+async def test_fingerprint_mismatch_is_refused_by_settle_and_load(rstore: RedisModelStore):
+    """State built under another feature pipeline is neither scored nor updated."""
+    await rstore.record(pending(1, "a", [1.0, 0.0, 0.0], T0))
+    await rstore.record(pending(2, "a", [1.0, 0.0, 0.0], T0))
+    await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
+    other = ModelSpec(dim=3, fingerprint="fp2")
+    with pytest.raises(FailedPreconditionError):
+        await rstore.settle("p:0002", 1.0, T0 + 1, other)
+    with pytest.raises(FailedPreconditionError):
+        await rstore.load(ModelKey("p"), ["a"], other)
+    applied = await rstore.settle("p:0002", 1.0, T0 + 1, SPEC)  # still pending, still joins
+    assert applied.model_version == 2
+
+
+async def test_record_after_settle_does_not_resurrect_decision(rstore: RedisModelStore):
+    """A retried record of a settled decision is ignored, so expiry cannot apply it again."""
+    d = pending(1, "a", [1.0, 0.0, 0.0], T0)
+    await rstore.record(d)
+    await rstore.settle(d.decision_id, 1.0, T0 + 1, SPEC)
+    await rstore.record(d)
+    assert await rstore.expire(T0 + 100, 10, {"p": SPEC}) == []
+    snap = await rstore.load(ModelKey("p"), ["a"], SPEC)
+    assert snap.arms["a"].n == 1
+
+
+async def test_pending_that_vanished_is_counted_lost(redis_url: str):
+    """A pending decision whose key expired before any sweep ran is reported, not hidden."""
+    store = await redis_store(redis_url, pending_grace_s=0.0)
+    try:
+        d = pending(1, "a", [1.0, 0.0, 0.0], T0, wait=1.0)  # deadline long past: TTL ~ 1 ms
+        await store.record(d)
+        await store.client.delete(store.keys.pending(d.decision_id))
+        assert await store.expire(T0 + 100, 10, {"p": SPEC}) == []
+        assert store.stats.lost_pending == 1
+    finally:
+        await store.close()
+
+
+async def test_load_fetches_sums_only_for_arms_that_changed(rstore: RedisModelStore):
+    """A second Route with no update in between moves no state over the network."""
+    for i, arm in enumerate("abc", start=1):
+        await rstore.record(pending(i, arm, [1.0, 0.5, 0.5], T0))
+        await rstore.settle(f"p:{i:04x}", 1.0, T0 + 1, SPEC)
+    await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
+    fetched = rstore.stats.bytes_in
+    await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
+    assert rstore.stats.bytes_in == fetched
+    await rstore.record(pending(9, "b", [1.0, 0.5, 0.5], T0))
+    await rstore.settle("p:0009", 1.0, T0 + 1, SPEC)
+    snap = await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
+    assert rstore.stats.bytes_in - fetched == 8 + 8 * (
+        3 + 3 + 6
+    )  # one arm: header, n/epoch/stamp, b, S upper
+    assert snap.arms["b"].n == 2
+
+
+finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[int, list[tuple[str, list[float], float]]]:
+    d = draw(st.integers(1, 6))
+    rows = draw(st.lists(st.tuples(st.sampled_from("ab"), st.lists(finite, min_size=d,
+                                                                   max_size=d), finite),
+                         min_size=1, max_size=12))  # fmt: skip
+    return d, rows
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(history=histories(), decay=st.sampled_from([1.0, 0.5, 0.9]))
+async def test_lua_arithmetic_equals_numpy_bit_for_bit(redis_url: str, history, decay: float):
+    """Arbitrary vectors and rewards: the script's S, b, n equal the memory store's exactly."""
+    d, rows = history
+    spec = ModelSpec(dim=d, decay_factor=decay, decay_interval_s=1.0, fingerprint="f")
+    store = await redis_store(redis_url)
+    memory = InMemoryModelStore()
+    try:
+        for i, (arm, x, r) in enumerate(rows):
+            p = pending(i, arm, x, T0)
+            now = T0 + i * 0.75  # crosses decay epochs now and then
+            for s in (store, memory):
+                await s.record(p)
+                await s.settle(p.decision_id, r, now, spec)
+        got = await store.load(ModelKey("p"), ["a", "b"], spec)
+        want = await memory.load(ModelKey("p"), ["a", "b"], spec)
+    finally:
+        await store.close()
+    assert got.version == want.version
+    for arm in "ab":
+        g, w = got.arms[arm], want.arms[arm]
+        assert (g.n, g.s.tobytes(), g.b.tobytes()) == (w.n, w.s.tobytes(), w.b.tobytes())

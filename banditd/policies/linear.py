@@ -15,6 +15,7 @@ pay an O(d³) factorisation.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,6 +56,15 @@ def prior(dim: int, l2: float) -> ArmState:
         raise ValueError(f"need dim > 0 and l2 > 0, got dim={dim} l2={l2}")
     zeros = np.zeros(dim)
     return ArmState(np.zeros((dim, dim)), np.eye(dim) / l2, zeros, zeros, 0, l2)
+
+
+@functools.lru_cache(maxsize=256)
+def shared_prior(dim: int, l2: float) -> ArmState:
+    """`prior(dim, l2)` built once and made read-only: stores hand it to every untrained arm."""
+    state = prior(dim, l2)
+    for array in (state.s, state.a_inv, state.b, state.theta):
+        array.setflags(write=False)
+    return state
 
 
 def from_sums(s: Matrix, b: Vector, n: int, l2: float) -> ArmState:

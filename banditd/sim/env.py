@@ -74,22 +74,13 @@ def _sphere(rng: np.random.Generator, n: int, m: int) -> Array:
     return np.asarray(z / np.linalg.norm(z, axis=1, keepdims=True), dtype=np.float64)
 
 
-@dataclass(frozen=True, slots=True)
-class LinearEnv:
-    """μ_t(a) = θ_aᵀ[1, x_t] − price·cost_a, x_t uniform on the unit sphere, r = μ + N(0, σ²).
+class _SyntheticArms:
+    """Arms arm0..arm{K-1} priced evenly over [0, 1], dearer ones a-priori stronger (as with
+    real models), and context features f0..f{d-1}: shared by the synthetic environments."""
 
-    θ_a ~ N(0, I/(m+1)) is drawn per seed. cost_a is spread evenly over [0, 1] and the arms'
-    bias terms are sorted so dearer arms are a-priori stronger (as with real models).
-    """
-
-    n_arms: int = 5
-    dim: int = 5
-    noise: float = 0.1
-    price: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.n_arms < 2 or self.dim < 1 or self.noise < 0:
-            raise ValueError(f"need >= 2 arms, dim >= 1, noise >= 0; got {self}")
+    __slots__ = ()
+    n_arms: int
+    dim: int
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -105,7 +96,25 @@ class LinearEnv:
 
     @property
     def strengths(self) -> Array:
-        return np.arange(self.n_arms, dtype=np.float64)  # dearer is stronger (sorted bias)
+        return np.arange(self.n_arms, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class LinearEnv(_SyntheticArms):
+    """μ_t(a) = θ_aᵀ[1, x_t] − price·cost_a, x_t uniform on the unit sphere, r = μ + N(0, σ²).
+
+    θ_a ~ N(0, I/(m+1)) is drawn per seed. cost_a is spread evenly over [0, 1] and the arms'
+    bias terms are sorted so dearer arms are a-priori stronger (as with real models).
+    """
+
+    n_arms: int = 5
+    dim: int = 5
+    noise: float = 0.1
+    price: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n_arms < 2 or self.dim < 1 or self.noise < 0:
+            raise ValueError(f"need >= 2 arms, dim >= 1, noise >= 0; got {self}")
 
     def thetas(self, rng: np.random.Generator) -> Array:
         """(K, m+1) arm parameters; column 0 (bias) sorted ascending with cost."""
@@ -127,7 +136,7 @@ def _with_bias(x: Array) -> Array:
 
 
 @dataclass(frozen=True, slots=True)
-class NonLinearEnv:
+class NonLinearEnv(_SyntheticArms):
     """Bernoulli rewards with p_t(a) = sigmoid(2·θ_aᵀ[1, x] + 3·(u_aᵀx)² − 1): misspecified.
 
     A linear policy still learns the arms' average tilt but cannot fit the quadratic bump, so
@@ -136,22 +145,6 @@ class NonLinearEnv:
 
     n_arms: int = 5
     dim: int = 5
-
-    @property
-    def arms(self) -> tuple[str, ...]:
-        return _arm_names(self.n_arms)
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return tuple(f"f{i}" for i in range(self.dim))
-
-    @property
-    def costs(self) -> Array:
-        return np.linspace(0.0, 1.0, self.n_arms)
-
-    @property
-    def strengths(self) -> Array:
-        return np.arange(self.n_arms, dtype=np.float64)
 
     def episode(self, horizon: int, rng: np.random.Generator) -> Episode:
         theta = rng.standard_normal((self.n_arms, self.dim + 1)) / np.sqrt(self.dim + 1)

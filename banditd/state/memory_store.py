@@ -60,7 +60,6 @@ class InMemoryModelStore:
         self._pending: dict[DecisionId, PendingDecision] = {}
         self._deadlines: list[tuple[float, DecisionId]] = []
         self._tombstones: OrderedDict[DecisionId, Tombstone] = OrderedDict()
-        self._priors: dict[tuple[int, float], ArmState] = {}
         self._max_pending = max_pending
         self._max_tombstones = max_tombstones
         self._tombstone_ttl_s = tombstone_ttl_s
@@ -159,11 +158,7 @@ class InMemoryModelStore:
 
     # -- internals -----------------------------------------------------------------------
     def _prior(self, spec: ModelSpec) -> ArmState:
-        key = (spec.dim, spec.l2)
-        prior = self._priors.get(key)
-        if prior is None:
-            prior = self._priors[key] = linear.prior(spec.dim, spec.l2)
-        return prior
+        return linear.shared_prior(spec.dim, spec.l2)
 
     def _end(
         self,

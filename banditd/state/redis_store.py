@@ -99,7 +99,6 @@ class RedisModelStore:
         self._record = client.register_script(_script("record.lua"))
         self._cache: dict[ModelKey, dict[ArmId, _Cached]] = {}
         self._versions: dict[ModelKey, int] = {}
-        self._priors: dict[tuple[int, float], ArmState] = {}
         self._buffer: dict[DecisionId, PendingDecision] = {}
         self._known_policies: set[str] = set()
         self._down_until = 0.0
@@ -156,11 +155,7 @@ class RedisModelStore:
 
     # -- reads -----------------------------------------------------------------------------
     def _prior(self, spec: ModelSpec) -> ArmState:
-        key = (spec.dim, spec.l2)
-        prior = self._priors.get(key)
-        if prior is None:
-            prior = self._priors[key] = linear.prior(spec.dim, spec.l2)
-        return prior
+        return linear.shared_prior(spec.dim, spec.l2)
 
     async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
         """One HMGET of stamps; a second HMGET only for arms whose stamp changed."""

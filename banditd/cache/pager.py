@@ -102,6 +102,14 @@ class _Replica:
     plan_epoch: int = 0
 
 
+@dataclass
+class PagerStats:
+    """Cumulative directives issued by the epoch plans (exported as Prometheus counters)."""
+
+    loads: int = 0
+    evictions: int = 0
+
+
 class Pager:
     """Per-replica residency view, routing price and epoch controller for paging policies."""
 
@@ -109,6 +117,7 @@ class Pager:
         self._configs = dict(configs)
         self._store = store
         self._replicas: dict[str, _Replica] = {}
+        self.stats = PagerStats()
 
     def config(self, policy: str) -> PagingConfig | None:
         return self._configs.get(policy)
@@ -215,6 +224,8 @@ class Pager:
         if loads < granted and state.budget.rate_per_s > 0:
             b = state.budget
             state.budget = LoadBudget(b.rate_per_s, b.burst, b.tokens + granted - loads, b.at)
+        self.stats.loads += loads
+        self.stats.evictions += len(directives) - loads
         state.plan, state.plan_epoch = tuple(directives), state.clock.epoch
         await self._store.put(replica, residency.apply(directives))
 

@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from prometheus_client import Counter, start_http_server
 
 from banditd.api.v1 import admin_pb2 as apb
 from banditd.api.v1 import admin_pb2_grpc as apb_grpc
@@ -61,13 +61,16 @@ class SystemClock:
         return time.time()
 
 
-def extractor_factory(settings: Settings) -> Callable[[PolicyConfig], FeatureExtractor]:
+def extractor_factory(
+    settings: Settings, encoders: dict[EncoderOptions, BatchingEncoder] | None = None
+) -> Callable[[PolicyConfig], FeatureExtractor]:
     """Numeric-only policies get a NumericExtractor; others a PipelineExtractor.
 
     Text encoders are shared: one InferenceSession (and one batcher, cache and worker pool)
-    per distinct encoder config per process, whatever the number of policies using it.
+    per distinct encoder config per process, whatever the number of policies using it. They
+    are kept in `encoders`, so the daemon can export their cache counters and close them.
     """
-    encoders: dict[EncoderOptions, BatchingEncoder] = {}
+    encoders = {} if encoders is None else encoders
 
     def encoder_for(options: EncoderOptions) -> BatchingEncoder:
         if options not in encoders:
@@ -191,6 +194,9 @@ class Daemon:
     trace: JsonlTraceWriter | None = None
     sweeper: asyncio.Task[None] | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    pager: Pager | None = None
+    encoders: dict[EncoderOptions, BatchingEncoder] = field(default_factory=dict)
+    _exported: dict[str, int] = field(default_factory=dict)
 
     async def start(self) -> None:
         if isinstance(self.store, RedisModelStore):
@@ -226,6 +232,8 @@ class Daemon:
         if self.trace is not None:
             self.trace.flush()
             self.trace.close()
+        for encoder in self.encoders.values():
+            encoder.close()
         await self.store.close()
 
     async def sweep_forever(self) -> None:
@@ -252,7 +260,25 @@ class Daemon:
         pending = getattr(self.store, "pending_count", None)
         if isinstance(pending, int):
             self.metrics.pending.set(pending)
+        self.export_stats()
         return len(settled)
+
+    def export_stats(self) -> None:
+        """Move the pager's and encoders' cumulative counts into the Prometheus counters."""
+        m = self.metrics
+        totals: dict[str, tuple[Counter, int]] = {}
+        if self.pager is not None:
+            totals["loads"] = (m.adapter_cache_loads, self.pager.stats.loads)
+            totals["evictions"] = (m.adapter_cache_evictions, self.pager.stats.evictions)
+        stats = [encoder.stats for encoder in self.encoders.values()]
+        hits = sum(s.cache_hits for s in stats)
+        totals["feature_hits"] = (m.feature_cache_hits, hits)
+        totals["feature_misses"] = (m.feature_cache_misses, sum(s.requests for s in stats) - hits)
+        for name, (counter, total) in totals.items():
+            delta = total - self._exported.get(name, 0)
+            if delta > 0:
+                counter.inc(delta)
+                self._exported[name] = total
 
 
 def build_daemon(
@@ -263,9 +289,10 @@ def build_daemon(
     template = settings.policy_template.to_config("template")
     paging = settings.paging_configs()  # docs/paging.md: residency is in process for now
     pager = Pager(paging, InMemoryResidencyStore()) if paging else None
+    encoders: dict[EncoderOptions, BatchingEncoder] = {}
     router = Router(
         settings.policy_configs(),
-        extractor_factory(settings),
+        extractor_factory(settings, encoders),
         store,
         clock or SystemClock(),
         np.random.default_rng(settings.seed),
@@ -298,7 +325,10 @@ def build_daemon(
     port = server.add_insecure_port(settings.server.listen)
     if port == 0:
         raise OSError(f"cannot listen on {settings.server.listen}")
-    return Daemon(settings, router, store, metrics, server, health_servicer, port, trace)
+    return Daemon(
+        settings, router, store, metrics, server, health_servicer, port, trace,
+        pager=pager, encoders=encoders,
+    )  # fmt: skip
 
 
 async def serve(settings: Settings) -> None:

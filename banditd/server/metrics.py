@@ -59,10 +59,12 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.adapter_cache_loads = Counter(
-            "banditd_adapter_cache_loads", "Adapters paged in by the cache controller", registry=r
+            "banditd_adapter_cache_loads",
+            "Load directives issued by the cache controller",
+            registry=r,
         )
         self.adapter_cache_evictions = Counter(
-            "banditd_adapter_cache_evictions", "Adapters evicted by the cache controller",
+            "banditd_adapter_cache_evictions", "Evict directives issued by the cache controller",
             registry=r,
         )  # fmt: skip
         # ONNX feature cache (features/): repeated contexts skip the encoder.
@@ -71,7 +73,7 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.feature_cache_misses = Counter(
-            "banditd_feature_cache_misses", "Context encodings computed by the ONNX encoder",
+            "banditd_feature_cache_misses", "Context encodings not found in the feature cache",
             registry=r,
         )  # fmt: skip
         self.serving = Gauge(

@@ -207,6 +207,11 @@ class RouterService(pb_grpc.RouterServicer):
         self._labelled(self._metrics.decisions, request.policy).inc()
         self._labelled(self._metrics.model_version, request.policy).set(result.model_version)
         self._metrics.degraded.set(1 if result.degraded else 0)
+        if result.paging is not None:
+            cache = self._metrics
+            (
+                cache.adapter_cache_misses if result.paging.must_load else cache.adapter_cache_hits
+            ).inc()
         self._done(
             "Route", started, grpc.StatusCode.OK, policy=request.policy, segment=request.segment,
             arm=result.arm, propensity=round(result.propensity, 6), k=len(result.candidates),

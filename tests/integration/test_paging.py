@@ -18,7 +18,7 @@ LOAD, EVICT = pb.PagingDirective.ACTION_LOAD, pb.PagingDirective.ACTION_EVICT
 
 
 @pytest.fixture
-async def paging_stub() -> AsyncIterator[pb_grpc.RouterStub]:
+async def paging_daemon() -> AsyncIterator[Daemon]:
     settings = daemon_settings(
         policies={
             "lora": {
@@ -39,9 +39,18 @@ async def paging_stub() -> AsyncIterator[pb_grpc.RouterStub]:
     )
     daemon: Daemon = build_daemon(settings)
     await daemon.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
-        yield pb_grpc.RouterStub(channel)
+    yield daemon
     await daemon.stop(grace_s=0)
+
+
+@pytest.fixture
+async def paging_stub(paging_daemon: Daemon) -> AsyncIterator[pb_grpc.RouterStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{paging_daemon.port}") as channel:
+        yield pb_grpc.RouterStub(channel)
+
+
+def _sample(daemon: Daemon, name: str) -> float:
+    return daemon.metrics.registry.get_sample_value(name) or 0.0
 
 
 def _route(x1: float, replica: str = "gpu0") -> pb.RouteRequest:
@@ -54,7 +63,7 @@ def _route(x1: float, replica: str = "gpu0") -> pb.RouteRequest:
 
 
 async def test_paging_directives_follow_learned_utilities(
-    paging_stub: pb_grpc.RouterStub,
+    paging_stub: pb_grpc.RouterStub, paging_daemon: Daemon
 ) -> None:
     """Route pays paging for non-resident adapters; the epoch plan loads the best, keeps pinned."""
     report = pb.ReportResidencyRequest(
@@ -76,6 +85,9 @@ async def test_paging_directives_follow_learned_utilities(
     assert penalty["a0"] == penalty["a1"] == 0.0
     assert penalty["a3"] == pytest.approx(0.2)  # 0.002 reward units/ms · 100 ms
     assert first.paging.must_load == (first.arm_id not in ("a0", "a1"))
+    paging_daemon.export_stats()  # the plan made at the first Route, before any feedback
+    loads_before = _sample(paging_daemon, "banditd_adapter_cache_loads_total")
+    evictions_before = _sample(paging_daemon, "banditd_adapter_cache_evictions_total")
 
     # a3 is the only adapter with a positive reward; one epoch is 20 Routes.
     await paging_stub.Feedback(
@@ -89,6 +101,9 @@ async def test_paging_directives_follow_learned_utilities(
             pb.FeedbackRequest(decision_id=r.decision_id, reward=float(r.arm_id == "a3"))
         )
     assert all(m == (arm not in ("a0", "a1")) for arm, m in must_load_seen)
+    misses = sum(m for _, m in must_load_seen) + first.paging.must_load
+    assert _sample(paging_daemon, "banditd_adapter_cache_misses_total") == misses
+    assert _sample(paging_daemon, "banditd_adapter_cache_hits_total") == 20 - misses
 
     plan = await paging_stub.GetPagingPlan(pb.GetPagingPlanRequest(replica="gpu0"))
     assert plan.epoch == 1
@@ -97,6 +112,9 @@ async def test_paging_directives_follow_learned_utilities(
     assert sorted(plan.resident) == ["a0", "a3"]  # banditd's view after its own plan
 
     after = await paging_stub.Route(_route(0.3))
+    paging_daemon.export_stats()  # the epoch's plan (EVICT a1, LOAD a3) shows in the counters
+    assert _sample(paging_daemon, "banditd_adapter_cache_loads_total") == loads_before + 1
+    assert _sample(paging_daemon, "banditd_adapter_cache_evictions_total") == evictions_before + 1
     assert after.arm_id == "a3"
     assert not after.paging.must_load
     assert after.paging.epoch == 1

@@ -75,6 +75,10 @@ async def test_route_with_text_learns_and_reports_the_pipeline_fingerprint(
     assert second.model_version == 1
     scores = {s.arm_id: s for s in second.scores}
     assert scores[first.arm_id].pulls == 1
+    await text_daemon.sweep_once()  # exports the encoder's cache counters
+    sample = text_daemon.metrics.registry.get_sample_value
+    assert sample("banditd_feature_cache_misses_total") == 1  # the first Route encoded the text
+    assert sample("banditd_feature_cache_hits_total") == 1  # the second found it cached
 
 
 async def test_policies_share_one_encoder_session(text_daemon: Daemon) -> None:

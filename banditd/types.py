@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-import numpy as np
-
 from banditd.policies.linear import ArmState, Vector
 
 ArmId = str
@@ -186,7 +184,3 @@ class TraceSink(Protocol):
     """Append-only decision/outcome log for replay (sim/traces.py documents the schema)."""
 
     def write(self, record: Mapping[str, object]) -> None: ...
-
-
-def as_vector(values: Sequence[float]) -> Vector:
-    return np.asarray(values, dtype=np.float64)

@@ -44,11 +44,9 @@ class NumericExtractor:
         self._index = {f.name: i + 1 for i, f in enumerate(features)}
         self._allow_unknown = allow_unknown
         self._base = np.array([1.0] + [(f.default - f.mean) / f.std for f in features])
-        self._mean = np.array([0.0] + [f.mean for f in features])
-        self._std = np.array([1.0] + [f.std for f in features])
         self._base_list = self._base.tolist()
-        self._mean_list = self._mean.tolist()
-        self._inv_std_list = (1.0 / self._std).tolist()
+        self._mean_list = [0.0] + [f.mean for f in features]
+        self._inv_std_list = [1.0] + [1.0 / f.std for f in features]
         self._fingerprint = fingerprint_of(
             "numeric-v1", [(f.name, f.default, f.mean, f.std) for f in features]
         )

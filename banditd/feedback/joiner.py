@@ -54,7 +54,3 @@ def expiry_outcome(default_reward: float | None) -> tuple[Outcome, float | None]
     if default_reward is None:
         return Outcome.DROPPED, None
     return Outcome.DEFAULTED, default_reward
-
-
-def is_due(pending: PendingDecision, now: float) -> bool:
-    return now > pending.deadline

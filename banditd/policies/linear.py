@@ -131,12 +131,6 @@ def restack(old: Stack, previous: Sequence[ArmState], states: Sequence[ArmState]
     return old
 
 
-def estimate_and_width(state: ArmState, x: Vector) -> tuple[float, float]:
-    """θ·x and the confidence width sqrt(xᵀA⁻¹x)."""
-    var = float(x @ state.a_inv @ x)
-    return float(state.theta @ x), float(np.sqrt(max(var, 0.0)))
-
-
 def batch_solve(xs: npt.NDArray[np.float64], rs: Vector, l2: float) -> tuple[Matrix, Vector]:
     """The direct ridge solution for a whole history: (A⁻¹, θ) with A = λI + XᵀX, θ = A⁻¹Xᵀr.
 

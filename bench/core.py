@@ -1,7 +1,9 @@
 """Policy math: decisions+updates per second and regret on one synthetic stream, next to peers.
 
 Contenders (all on the same arrays, see bench/stream.py; d=32, K=16; α = v = 0.5, λ = 1):
-  banditd LinUCB / Thompson   banditd.policies.{linucb,thompson}.choose + linear.update
+  banditd LinUCB / Thompson   banditd.policies.{linucb,thompson}.choose + linear.update, with
+                              the arms' A⁻¹ and θ kept stacked (K, d, d) and the updated arm's
+                              row overwritten, as the Router's cache does (linear.restack)
   banditd Router ...          the full in-process decision path: Router.route + Router.feedback
                               over InMemoryModelStore (validation, pending log, join, update)
   MABWiser LinUCB / LinTS     predict(ctx[None]) then partial_fit([a], [r], ctx[None])
@@ -89,13 +91,18 @@ def banditd_policy(algorithm: str) -> Callable[[Stream, float], tuple[F64, float
         choose = linucb.choose if algorithm == "linucb" else thompson.choose
         params = ucb if algorithm == "linucb" else ts
 
+        block = linear.stack(states)
+
         def warm(t: int, arm: int) -> None:
             states[arm] = linear.update(states[arm], x_all[t], r_all[t, arm])
+            block.a_inv[arm], block.theta[arm] = states[arm].a_inv, states[arm].theta
 
         def step(t: int) -> int:
             x = x_all[t]
-            arm = choose(states, [x] * k, penalty, params, rng).index  # type: ignore[arg-type]
+            choice = choose(states, [x] * k, penalty, params, rng, block)  # type: ignore[arg-type]
+            arm = choice.index
             states[arm] = linear.update(states[arm], x, r_all[t, arm])
+            block.a_inv[arm], block.theta[arm] = states[arm].a_inv, states[arm].theta
             return arm
 
         return timed(stream, warm, step, budget_s)

@@ -28,10 +28,13 @@ from banditd.policies.linear import ArmState, Stack, Vector
 from banditd.policies.linucb import scores as ucb_scores
 
 # Standard-normal quantiles used to place grid points around each arm (dense in the centre).
-_QUANTILES = ndtri((np.arange(16) + 0.5) / 16.0)  # 16: max abs error < 1e-3 vs 400
-_TAIL = np.array([-9.0, -6.0, -4.5, 4.5, 6.0, 9.0])
-_STD_POINTS = np.concatenate([_QUANTILES, _TAIL])
+_QUANTILES = ndtri((np.arange(16) + 0.5) / 16.0)  # 16: max abs error < 1e-3 vs a 4,000-point grid
+# Beyond CUTOFF standard deviations an arm's CDF counts as exactly 0 or 1 (Φ(−6) ≈ 1e-9).
+CUTOFF = 6.0
+_STD_POINTS = np.concatenate([_QUANTILES, [-CUTOFF, -4.5, 4.5, CUTOFF]])
 _MIN_STD = 1e-300
+_TINY = 1e-300
+_WIDE = 37.0  # ndtr(−37) underflows: no arm is cut off
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,25 +48,47 @@ class ThompsonParams:
             raise ValueError(f"need v >= 0, l2 > 0, 0 <= epsilon <= 1, got {self}")
 
 
-def propensities(mean: Vector, std: Vector) -> Vector:
-    """P(argmax_a of independent N(mean_a, std_a²) = a), for every a; sums to 1."""
+def propensities(mean: Vector, std: Vector, cutoff: float = CUTOFF) -> Vector:
+    """P(argmax_a of independent N(mean_a, std_a²) = a), for every a; sums to 1.
+
+    Only the window where the maximum can fall is integrated: from the highest lower bound
+    `mean − cutoff·std` to the highest upper bound. An arm whose whole range lies below that
+    window cannot win (its probability is below Φ(−cutoff)) and gets exactly 0. Inside the
+    window, CDF values beyond ±cutoff standard deviations are taken as 0 or 1 without calling
+    `ndtr`. Both shortcuts change the result by less than K·Φ(−cutoff).
+    """
     k = mean.shape[0]
     if k == 1:
         return np.ones(1)
     std = np.maximum(std, _MIN_STD)
-    grid = np.unique((mean[:, None] + std[:, None] * _STD_POINTS[None, :]).ravel())
+    floor = float((mean - cutoff * std).max())
+    top = float((mean + cutoff * std).max())
+    alive = mean + cutoff * std > floor
+    n = int(np.count_nonzero(alive))
+    if n == 1:
+        return alive.astype(np.float64)
+    if n < k:
+        mean, std = mean[alive], std[alive]
+    points = (mean[:, None] + std[:, None] * _STD_POINTS).ravel()
+    inner = np.sort(points[(points > floor) & (points < top)])
+    grid = np.concatenate(((floor,), inner, (top,)))
     z = (grid[None, :] - mean[:, None]) / std[:, None]
-    cdf = ndtr(z)  # (K, G): Φ_j(t_g)
-    log_cdf = np.log(np.maximum(cdf, 1e-300))
-    total = log_cdf.sum(axis=0)
-    others = np.exp(total[None, :] - log_cdf)  # F_{−a}(t) = Π_{j≠a} Φ_j(t)
-    # Stieltjes sum ∫ F_{−a} dΦ_a with exact increments of Φ_a and trapezoid values of F_{−a}.
-    mass = np.diff(cdf, axis=1)
-    avg = 0.5 * (others[:, 1:] + others[:, :-1])
-    p = (mass * avg).sum(axis=1)
-    p += cdf[:, 0] * others[:, 0]  # mass below the grid (< Φ(−9) per arm)
-    p += (1.0 - cdf[:, -1]) * others[:, -1]  # mass above the grid wins wherever others did
-    return np.asarray(p / p.sum(), dtype=np.float64)
+    cdf = (z > 0.0).astype(np.float64)  # Φ_j(t_g), exact 0/1 outside ±cutoff
+    inside = np.abs(z) < cutoff
+    cdf[inside] = ndtr(z[inside])
+    np.maximum(cdf, _TINY, out=cdf)
+    # F_{−a}(t) = Π_{j≠a} Φ_j(t). Where Φ_a(t) is tiny the quotient loses precision, but there
+    # arm a has no mass to weight it with.
+    others = cdf.prod(axis=0) / cdf
+    # Stieltjes sum ∫ F_{−a} dΦ_a with exact increments of Φ_a and trapezoid values of F_{−a};
+    # mass outside [floor, top] is below Φ(−cutoff) for every arm and is left out.
+    p = np.einsum("ij,ij->i", np.diff(cdf, axis=1), others[:, 1:] + others[:, :-1])
+    p /= p.sum()
+    if n == k:
+        return np.asarray(p, dtype=np.float64)
+    out = np.zeros(k)
+    out[alive] = p
+    return out
 
 
 def choose(
@@ -84,6 +109,10 @@ def choose(
         return Choice(draw(propensity, rng), estimate, bonus, penalty, score, propensity)
     ts = propensities(estimate - penalty, std)
     k = estimate.shape[0]
+    if params.epsilon == 0.0 and ts[int(np.argmax(score))] == 0.0:
+        # The draw landed on an arm beyond the cutoff (probability < K·Φ(−6)): integrate over
+        # the whole range, so the logged propensity is the small true value and never 0.
+        ts = propensities(estimate - penalty, std, cutoff=_WIDE)
     propensity = (1.0 - params.epsilon) * ts + params.epsilon / k
     if params.epsilon > 0.0 and rng.random() < params.epsilon:
         index = int(rng.integers(k))

@@ -5,7 +5,7 @@
 Route answers a canned RouteResponse shaped like the daemon's (K ArmScores, ids, fingerprint),
 built once at start-up, so the ceiling pays the same response serialisation and request parsing
 as the daemon but no routing work. Feedback answers a canned APPLIED. No health or reflection;
-no interceptor unless --interceptor (aio only) adds the daemon's LogContextInterceptor.
+no interceptor (the daemon has none either: banditd/server/request_log.py).
 Runs until SIGTERM/SIGINT. (Run it with -m: as a script, bench/ would be first on sys.path and
 bench/grpc.py would shadow the grpc package.)
 """
@@ -85,13 +85,8 @@ def serve_sync(port: int, arms: int, threads: int) -> None:
     server.stop(grace=0.5).wait()
 
 
-async def serve_aio(port: int, arms: int, interceptor: bool) -> None:
-    interceptors = []
-    if interceptor:  # the daemon's own, to price it separately
-        from banditd.server.interceptors import LogContextInterceptor
-
-        interceptors.append(LogContextInterceptor())
-    server = grpc.aio.server(interceptors=interceptors)
+async def serve_aio(port: int, arms: int) -> None:
+    server = grpc.aio.server()
     pb_grpc.add_RouterServicer_to_server(AioEcho(arms), server)  # type: ignore[no-untyped-call]
     if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
         raise SystemExit(f"echo_server: cannot listen on 127.0.0.1:{port}")
@@ -110,14 +105,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--arms", type=int, default=16)
     parser.add_argument("--threads", type=int, default=8, help="sync flavour's thread pool")
-    parser.add_argument(
-        "--interceptor", action="store_true", help="aio: add banditd's LogContextInterceptor"
-    )
     args = parser.parse_args()
     if args.flavour == "sync":
         serve_sync(args.port, args.arms, args.threads)
     else:
-        asyncio.run(serve_aio(args.port, args.arms, args.interceptor))
+        asyncio.run(serve_aio(args.port, args.arms))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from banditd.api.v1 import admin_pb2 as apb
 from banditd.api.v1 import admin_pb2_grpc as apb_grpc
 from banditd.errors import BanditdError, FailedPreconditionError, InvalidRequestError
 from banditd.router import Router
+from banditd.server.request_log import request_fields
 from banditd.server.service import _abort
 from banditd.state import codec
 from banditd.state.memory_store import InMemoryModelStore
@@ -118,7 +119,10 @@ class AdminService(apb_grpc.AdminServicer):
             self._router.set_arms(request.policy, sorted(arms))
             if self._admin is not None:
                 await self._admin.set_arm_list(request.policy, sorted(arms))
-            log.info("admin.arms_changed", policy=request.policy, arm=request.arm_id, added=add)
+            log.info(
+                "admin.arms_changed", **request_fields(context, "AddArm" if add else "RemoveArm"),
+                policy=request.policy, arm=request.arm_id, added=add,
+            )  # fmt: skip
             return await self._arms(request.policy)
         except BanditdError as exc:
             await _abort(context, exc)
@@ -139,7 +143,10 @@ class AdminService(apb_grpc.AdminServicer):
                 raise FailedPreconditionError("this store cannot be reset")
         except BanditdError as exc:
             await _abort(context, exc)
-        log.info("admin.policy_reset", policy=request.policy, models=models)
+        log.info(
+            "admin.policy_reset", **request_fields(context, "ResetPolicy"), policy=request.policy,
+            models=models,
+        )  # fmt: skip
         return apb.ResetPolicyResponse(models=models)
 
     async def ExportPolicy(self, request: apb.ExportPolicyRequest, context: Ctx) -> Any:
@@ -156,5 +163,8 @@ class AdminService(apb_grpc.AdminServicer):
             arms = await admin.import_(policy, from_proto(request.state), request.replace)
         except BanditdError as exc:
             await _abort(context, exc)
-        log.info("admin.policy_imported", policy=policy, arms=arms, replace=request.replace)
+        log.info(
+            "admin.policy_imported", **request_fields(context, "ImportPolicy"), policy=policy,
+            arms=arms, replace=request.replace,
+        )  # fmt: skip
         return apb.ImportPolicyResponse(arms=arms)

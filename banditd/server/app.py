@@ -40,7 +40,6 @@ from banditd.features.schema import NumericExtractor
 from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
 from banditd.server.admin_service import AdminService
-from banditd.server.interceptors import LogContextInterceptor
 from banditd.server.metrics import Metrics
 from banditd.server.service import RouterService
 from banditd.sim.traces import JsonlTraceWriter
@@ -303,7 +302,6 @@ def build_daemon(
     metrics = Metrics()
     max_bytes = settings.server.max_message_bytes
     server = grpc.aio.server(
-        interceptors=[LogContextInterceptor()],
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),

@@ -5,9 +5,10 @@ No policy math and no store access here: everything goes through banditd.router.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import grpc
@@ -29,6 +30,7 @@ from banditd.errors import (
 )
 from banditd.router import FeedbackResult, Router, RouteResult
 from banditd.server.metrics import Metrics
+from banditd.server.request_log import request_fields
 from banditd.types import Candidate, Context, Outcome
 
 log = structlog.get_logger("banditd.rpc")
@@ -79,19 +81,6 @@ def to_candidates(msgs: Any) -> list[Candidate]:
 
 def to_route_response(result: RouteResult) -> pb.RouteResponse:
     choice = result.choice
-    # tolist() converts each array to Python floats in one call (cheaper than K×5 numpy
-    # scalar reads); the values are the same as float(array[i]).
-    scores = [
-        pb.ArmScore(
-            arm_id=arm, estimate=estimate, bonus=bonus, penalty=penalty, score=score,
-            propensity=propensity, pulls=pulls,
-        )
-        for arm, estimate, bonus, penalty, score, propensity, pulls in zip(
-            result.candidates, choice.estimate.tolist(), choice.bonus.tolist(),
-            choice.penalty.tolist(), choice.score.tolist(), choice.propensity.tolist(),
-            result.pulls, strict=True,
-        )
-    ]  # fmt: skip
     paging = None
     if result.paging is not None:
         advice = result.paging
@@ -100,18 +89,30 @@ def to_route_response(result: RouteResult) -> pb.RouteResponse:
             paging_latency_ms=advice.latency_ms, paging_penalty=advice.penalty,
             epoch=advice.epoch, directives=to_directives(advice.directives),
         )  # fmt: skip
-    return pb.RouteResponse(
+    response = pb.RouteResponse(
         paging=paging,
         decision_id=result.decision_id,
         arm_id=result.arm,
         propensity=result.propensity,
-        scores=scores,
         model_version=result.model_version,
         algorithm=result.algorithm,
         degraded=result.degraded,
         pipeline_fingerprint=result.fingerprint,
         feedback_deadline_unix_s=result.deadline,
     )
+    # scores.add builds each ArmScore in place (a list passed to the constructor is copied);
+    # tolist() converts each array to Python floats in one call.
+    add = response.scores.add
+    for arm, estimate, bonus, penalty, score, propensity, pulls in zip(
+        result.candidates, choice.estimate.tolist(), choice.bonus.tolist(),
+        choice.penalty.tolist(), choice.score.tolist(), choice.propensity.tolist(),
+        result.pulls, strict=True,
+    ):  # fmt: skip
+        add(
+            arm_id=arm, estimate=estimate, bonus=bonus, penalty=penalty, score=score,
+            propensity=propensity, pulls=pulls,
+        )  # fmt: skip
+    return response
 
 
 # -- paging (docs/paging.md) --------------------------------------------------------------------
@@ -180,14 +181,29 @@ class RouterService(pb_grpc.RouterServicer):
             child = self._children[key] = metric.labels(*values)
         return child
 
-    def _done(self, rpc: str, started: float, code: grpc.StatusCode, **fields: Any) -> None:
+    def _done(
+        self,
+        rpc: str,
+        context: Any,
+        started: float,
+        code: grpc.StatusCode,
+        fields: Callable[[], dict[str, Any]],
+    ) -> None:
+        """Metrics, then the RPC's one canonical log line (info when OK, else warning).
+
+        `fields` is only called when the line is written: at level warning a successful RPC
+        builds no log fields at all.
+        """
         elapsed = time.perf_counter() - started
         self._labelled(self._metrics.requests, rpc, code.name).inc()
         self._labelled(self._metrics.latency, rpc, code.name).observe(elapsed)
-        level = "info" if code is grpc.StatusCode.OK else "warning"
-        getattr(log, level)(
-            "rpc.completed", rpc=rpc, code=code.name, latency_ms=round(elapsed * 1e3, 3), **fields
-        )
+        ok = code is grpc.StatusCode.OK
+        if ok and not log.is_enabled_for(logging.INFO):
+            return
+        (log.info if ok else log.warning)(
+            "rpc.completed", **request_fields(context, rpc), code=code.name,
+            latency_ms=round(elapsed * 1e3, 3), **fields(),
+        )  # fmt: skip
 
     async def Route(
         self, request: pb.RouteRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -202,7 +218,11 @@ class RouterService(pb_grpc.RouterServicer):
                 replica=request.replica,
             )
         except BanditdError as exc:
-            self._done("Route", started, status_for(exc), policy=request.policy, error=str(exc))
+            error = str(exc)
+            self._done(
+                "Route", context, started, status_for(exc),
+                lambda: {"policy": request.policy, "error": error},
+            )  # fmt: skip
             await _abort(context, exc)
         self._labelled(self._metrics.decisions, request.policy).inc()
         self._labelled(self._metrics.model_version, request.policy).set(result.model_version)
@@ -212,14 +232,14 @@ class RouterService(pb_grpc.RouterServicer):
             (
                 cache.adapter_cache_misses if result.paging.must_load else cache.adapter_cache_hits
             ).inc()
-        self._done(
-            "Route", started, grpc.StatusCode.OK, policy=request.policy, segment=request.segment,
-            arm=result.arm, propensity=round(result.propensity, 6), k=len(result.candidates),
-            decision_id=result.decision_id, model_version=result.model_version,
-            degraded=result.degraded,
+        self._done("Route", context, started, grpc.StatusCode.OK, lambda: {
+            "policy": request.policy, "segment": request.segment, "arm": result.arm,
+            "propensity": round(result.propensity, 6), "k": len(result.candidates),
+            "decision_id": result.decision_id, "model_version": result.model_version,
+            "degraded": result.degraded,
             **({"replica": request.replica, "must_load": result.paging.must_load}
                if result.paging else {}),
-        )  # fmt: skip
+        })  # fmt: skip
         return to_route_response(result)
 
     async def Feedback(
@@ -231,20 +251,20 @@ class RouterService(pb_grpc.RouterServicer):
         try:
             result = await self._router.feedback(request.decision_id, reward, metrics)
         except BanditdError as exc:
+            error = str(exc)
             if isinstance(exc, DecisionNotFoundError):
                 outcome = "expired" if isinstance(exc, DecisionExpiredError) else "unknown"
                 self._labelled(self._metrics.feedback, outcome).inc()
             self._done(
-                "Feedback", started, status_for(exc), decision_id=request.decision_id,
-                error=str(exc),
+                "Feedback", context, started, status_for(exc),
+                lambda: {"decision_id": request.decision_id, "error": error},
             )  # fmt: skip
             await _abort(context, exc)
         self._labelled(self._metrics.feedback, result.outcome.value).inc()
-        self._done(
-            "Feedback", started, grpc.StatusCode.OK, decision_id=request.decision_id,
-            outcome=result.outcome.value, arm=result.arm, reward=result.reward,
-            model_version=result.model_version,
-        )  # fmt: skip
+        self._done("Feedback", context, started, grpc.StatusCode.OK, lambda: {
+            "decision_id": request.decision_id, "outcome": result.outcome.value,
+            "arm": result.arm, "reward": result.reward, "model_version": result.model_version,
+        })  # fmt: skip
         return to_feedback_response(result)
 
     async def ReportResidency(
@@ -256,12 +276,15 @@ class RouterService(pb_grpc.RouterServicer):
                 raise FailedPreconditionError("no policy pages adapters (paging.enabled)")
             plan = await self._pager.report(request.replica, to_residency(request))
         except BanditdError as exc:
-            self._done("ReportResidency", started, status_for(exc), error=str(exc))
+            error = str(exc)
+            self._done(
+                "ReportResidency", context, started, status_for(exc), lambda: {"error": error}
+            )
             await _abort(context, exc)
-        self._done(
-            "ReportResidency", started, grpc.StatusCode.OK, replica=request.replica,
-            resident=len(plan.residency.resident), directives=len(plan.directives),
-        )  # fmt: skip
+        self._done("ReportResidency", context, started, grpc.StatusCode.OK, lambda: {
+            "replica": request.replica, "resident": len(plan.residency.resident),
+            "directives": len(plan.directives),
+        })  # fmt: skip
         return to_paging_plan(plan)
 
     async def GetPagingPlan(
@@ -275,8 +298,10 @@ class RouterService(pb_grpc.RouterServicer):
                 raise InvalidRequestError("replica is required")
             plan = await self._pager.current(request.replica)
         except BanditdError as exc:
-            self._done("GetPagingPlan", started, status_for(exc), error=str(exc))
+            error = str(exc)
+            self._done("GetPagingPlan", context, started, status_for(exc), lambda: {"error": error})
             await _abort(context, exc)
-        self._done("GetPagingPlan", started, grpc.StatusCode.OK, replica=request.replica,
-                   epoch=plan.epoch, directives=len(plan.directives))  # fmt: skip
+        self._done("GetPagingPlan", context, started, grpc.StatusCode.OK, lambda: {
+            "replica": request.replica, "epoch": plan.epoch, "directives": len(plan.directives),
+        })  # fmt: skip
         return to_paging_plan(plan)

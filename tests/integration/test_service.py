@@ -165,7 +165,7 @@ async def test_health_and_reflection(daemon: Daemon) -> None:
 async def test_each_rpc_logs_one_canonical_line_with_its_request_id(
     stub: pb_grpc.RouterStub,
 ) -> None:
-    """The interceptor binds x-request-id; the handler logs rpc.completed once with it."""
+    """The handler logs rpc.completed once, with the caller's x-request-id and the rpc name."""
     with structlog.testing.capture_logs(
         processors=[structlog.contextvars.merge_contextvars]
     ) as logs:

@@ -28,7 +28,6 @@ from prometheus_client import Counter, start_http_server
 from banditd.api.v1 import admin_pb2 as apb
 from banditd.api.v1 import admin_pb2_grpc as apb_grpc
 from banditd.api.v1 import bandit_pb2 as pb
-from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.cache.pager import Pager
 from banditd.cache.residency import InMemoryResidencyStore
 from banditd.config import Settings
@@ -41,7 +40,7 @@ from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
 from banditd.server.admin_service import AdminService
 from banditd.server.metrics import Metrics
-from banditd.server.service import RouterService
+from banditd.server.service import RouterService, add_router_service
 from banditd.sim.traces import JsonlTraceWriter
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
@@ -308,9 +307,7 @@ def build_daemon(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_RouterServicer_to_server(  # type: ignore[no-untyped-call]
-        RouterService(router, metrics, pager), server
-    )
+    add_router_service(RouterService(router, metrics, pager), server)
     admin = RedisAdmin(store) if isinstance(store, RedisModelStore) else None
     apb_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
         AdminService(router, store, admin), server

@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError, Message
 from prometheus_client.metrics import MetricWrapperBase
 
 from banditd.api.v1 import bandit_pb2 as pb
@@ -49,6 +51,8 @@ _FEEDBACK_STATUS = {
 }
 
 MAX_TEXT_BYTES = 256 * 1024
+SERVICE = "banditd.v1.Router"
+Handler = Callable[[Any, Any], Awaitable[Any]]  # (request, context) -> response
 
 
 def status_for(exc: BanditdError) -> grpc.StatusCode:
@@ -164,6 +168,53 @@ def to_feedback_response(result: FeedbackResult) -> pb.FeedbackResponse:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Request bytes protobuf could not parse; the handler answers INVALID_ARGUMENT."""
+
+    error: str
+
+
+def parser(message: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    """`message.FromString`, but bytes it cannot parse become an `Undecodable`.
+
+    grpcio answers a request its deserializer raises on with a bare UNKNOWN or INTERNAL; a
+    client that sent, say, a context.text that is not UTF-8 should hear what was wrong.
+    """
+    name = message.DESCRIPTOR.full_name
+
+    def parse(raw: bytes) -> Message | Undecodable:
+        try:
+            return message.FromString(raw)
+        except DecodeError:
+            return Undecodable(
+                f"the request is not a valid {name}: protobuf could not parse its"
+                f" {len(raw)} bytes (string fields such as context.text must be valid UTF-8)"
+            )
+
+    return parse
+
+
+def add_router_service(service: RouterService, server: grpc.aio.Server) -> None:
+    """Register banditd.v1.Router like the generated code, with `parser` as deserializer."""
+    methods: dict[str, tuple[Handler, type[Message], type[Message]]] = {
+        "Route": (service.Route, pb.RouteRequest, pb.RouteResponse),
+        "Feedback": (service.Feedback, pb.FeedbackRequest, pb.FeedbackResponse),
+        "ReportResidency": (service.ReportResidency, pb.ReportResidencyRequest, pb.PagingPlan),
+        "GetPagingPlan": (service.GetPagingPlan, pb.GetPagingPlanRequest, pb.PagingPlan),
+    }
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            service.guarded(name, handler),
+            request_deserializer=parser(request),
+            response_serializer=response.SerializeToString,
+        )
+        for name, (handler, request, response) in methods.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
 class RouterService(pb_grpc.RouterServicer):
     """The banditd.v1.Router gRPC service."""
 
@@ -180,6 +231,19 @@ class RouterService(pb_grpc.RouterServicer):
         if child is None:
             child = self._children[key] = metric.labels(*values)
         return child
+
+    def guarded(self, rpc: str, handler: Handler) -> Handler:
+        """`handler`, answering an `Undecodable` request with INVALID_ARGUMENT instead."""
+
+        async def call(request: Any, context: Any) -> Any:
+            if isinstance(request, Undecodable):
+                error = request.error
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                self._done(rpc, context, time.perf_counter(), code, lambda: {"error": error})
+                await context.abort(code, error)
+            return await handler(request, context)
+
+        return call
 
     def _done(
         self,

@@ -86,6 +86,34 @@ async def test_bad_route_requests_get_invalid_argument(
 
 
 @pytest.mark.parametrize(
+    ("method", "raw"),
+    [
+        (  # context.text "XX" replaced by bytes that are not UTF-8
+            "Route",
+            route_request("chat", ARMS, text="XX").SerializeToString().replace(b"XX", b"\xff\xfe"),
+        ),
+        ("Route", b"\xff\xff\xff"),  # not a protobuf message at all
+        ("Feedback", b"\x0a\x02\xc3\x28"),  # decision_id: an invalid 2-byte UTF-8 sequence
+    ],
+)
+async def test_unparseable_requests_get_invalid_argument(
+    daemon: Daemon, method: str, raw: bytes
+) -> None:
+    """Bytes protobuf cannot parse are INVALID_ARGUMENT naming the message type (grpcio alone
+    would answer UNKNOWN), are counted, and record no decision."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        call = channel.unary_unary(f"/banditd.v1.Router/{method}")  # raw bytes both ways
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call(raw)
+    assert exc.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert f"not a valid banditd.v1.{method}Request" in (exc.value.details() or "")
+    assert "UTF-8" in (exc.value.details() or "")
+    assert getattr(daemon.store, "pending_count", 0) == 0
+    requests = daemon.metrics.requests.labels(method, "INVALID_ARGUMENT")
+    assert requests._value.get() == 1
+
+
+@pytest.mark.parametrize(
     ("make", "code", "message"),
     [
         (lambda d: feedback_request("chat:0000", 1.0), grpc.StatusCode.NOT_FOUND, "unknown"),

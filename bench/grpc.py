@@ -6,7 +6,9 @@ Servers (each its own process, pinned to CPU0): the daemon (`python -m banditd s
 config, one LinUCB policy with d−1 numeric features + bias and K arms, metrics endpoint off, log
 level warning) and bench/echo_server.py in its grpc.aio and sync-ThreadPool flavours (the
 ceiling: same service, same request and response shapes, trivial handlers). Clients
-(bench/loadgen.py) run as separate processes pinned to CPU1. Runs are interleaved across servers
+(bench/loadgen.py) run as separate processes pinned to CPU1. With the in-memory store, "banditd on
+sync server" (bench/sync_daemon.py) also runs the daemon's handlers on grpcio's sync server, to
+see whether the faster bare server makes the daemon faster. Runs are interleaved across servers
 and repeated; tables show medians over runs. One round trip = Route + Feedback.
 """
 

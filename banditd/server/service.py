@@ -189,7 +189,8 @@ def parser(message: type[Message]) -> Callable[[bytes], Message | Undecodable]:
         except DecodeError:
             return Undecodable(
                 f"the request is not a valid {name}: protobuf could not parse its"
-                f" {len(raw)} bytes (string fields such as context.text must be valid UTF-8)"
+                f" {len(raw)} bytes (string fields, such as Route's context.text, must be"
+                " valid UTF-8)"
             )
 
     return parse
@@ -211,6 +212,9 @@ def add_router_service(service: RouterService, server: grpc.aio.Server) -> None:
         )
         for name, (handler, request, response) in methods.items()
     }
+    declared = set(pb.DESCRIPTOR.services_by_name["Router"].methods_by_name)
+    if declared != set(handlers):  # an RPC added to the proto must be registered here too
+        raise RuntimeError(f"{SERVICE} declares {sorted(declared)}, registered {sorted(handlers)}")
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
 

@@ -61,6 +61,17 @@ def feedback_request(
     return request
 
 
+def feedback_batch_request(
+    rewards: Mapping[str, float] | Sequence[pb.FeedbackRequest],
+) -> pb.FeedbackBatchRequest:
+    """{decision_id: reward}, or FeedbackRequests (for metrics), as one FeedbackBatch."""
+    if isinstance(rewards, Mapping):
+        return pb.FeedbackBatchRequest(
+            items=[feedback_request(d, reward) for d, reward in rewards.items()]
+        )
+    return pb.FeedbackBatchRequest(items=list(rewards))
+
+
 class Client:
     """Blocking client. One channel; safe to share between threads."""
 
@@ -84,6 +95,15 @@ class Client:
             feedback_request(decision_id, reward, **metrics), timeout=self._timeout_s
         )
         return response
+
+    def feedback_batch(
+        self, rewards: Mapping[str, float] | Sequence[pb.FeedbackRequest]
+    ) -> list[pb.FeedbackBatchResult]:
+        """One result per item, in order; check each result's `code` (0 = OK)."""
+        response: pb.FeedbackBatchResponse = self._stub.FeedbackBatch(
+            feedback_batch_request(rewards), timeout=self._timeout_s
+        )
+        return list(response.results)
 
     def close(self) -> None:
         self._channel.close()
@@ -118,6 +138,15 @@ class AsyncClient:
             feedback_request(decision_id, reward, **metrics), timeout=self._timeout_s
         )
         return response
+
+    async def feedback_batch(
+        self, rewards: Mapping[str, float] | Sequence[pb.FeedbackRequest]
+    ) -> list[pb.FeedbackBatchResult]:
+        """One result per item, in order; check each result's `code` (0 = OK)."""
+        response: pb.FeedbackBatchResponse = await self._stub.FeedbackBatch(
+            feedback_batch_request(rewards), timeout=self._timeout_s
+        )
+        return list(response.results)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -274,6 +274,7 @@ class ServerSettings(_Section):
     drain_delay_s: float = Field(0.0, ge=0, le=60, description="serve on while NOT_SERVING")
     max_message_bytes: int = Field(1 << 20, ge=1024)
     sweep_interval_s: float = Field(1.0, gt=0, description="how often expired decisions settle")
+    feedback_batch_max: int = Field(1000, ge=1, description="items per FeedbackBatch call")
 
 
 # --- store.redis (shared state; docs/redis.md) ----------------------------------------------

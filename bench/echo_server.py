@@ -4,7 +4,8 @@
 
 Route answers a canned RouteResponse shaped like the daemon's (K ArmScores, ids, fingerprint),
 built once at start-up, so the ceiling pays the same response serialisation and request parsing
-as the daemon but no routing work. Feedback answers a canned APPLIED. No health or reflection;
+as the daemon but no routing work. Feedback answers a canned APPLIED, FeedbackBatch one canned
+APPLIED per item. No health or reflection;
 no interceptor (the daemon has none either: banditd/server/request_log.py).
 Runs until SIGTERM/SIGINT. (Run it with -m: as a script, bench/ would be first on sys.path and
 bench/grpc.py would shadow the grpc package.)
@@ -50,9 +51,26 @@ CANNED_FEEDBACK = pb.FeedbackResponse(
 )
 
 
+class CannedBatches:
+    """A FeedbackBatchResponse of n canned results per batch size n, built once per size."""
+
+    def __init__(self) -> None:
+        self._by_size: dict[int, pb.FeedbackBatchResponse] = {}
+
+    def __call__(self, request: pb.FeedbackBatchRequest) -> pb.FeedbackBatchResponse:
+        n = len(request.items)
+        response = self._by_size.get(n)
+        if response is None:
+            decision = "bench:" + "0" * 24
+            result = pb.FeedbackBatchResult(decision_id=decision, response=CANNED_FEEDBACK)
+            response = self._by_size[n] = pb.FeedbackBatchResponse(results=[result] * n)
+        return response
+
+
 class SyncEcho(pb_grpc.RouterServicer):
     def __init__(self, arms: int) -> None:
         self._route = canned_route(arms)
+        self._batches = CannedBatches()
 
     def Route(self, request: pb.RouteRequest, context: Any) -> pb.RouteResponse:
         return self._route
@@ -60,16 +78,27 @@ class SyncEcho(pb_grpc.RouterServicer):
     def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
         return CANNED_FEEDBACK
 
+    def FeedbackBatch(
+        self, request: pb.FeedbackBatchRequest, context: Any
+    ) -> pb.FeedbackBatchResponse:
+        return self._batches(request)
+
 
 class AioEcho(pb_grpc.RouterServicer):
     def __init__(self, arms: int) -> None:
         self._route = canned_route(arms)
+        self._batches = CannedBatches()
 
     async def Route(self, request: pb.RouteRequest, context: Any) -> pb.RouteResponse:
         return self._route
 
     async def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
         return CANNED_FEEDBACK
+
+    async def FeedbackBatch(
+        self, request: pb.FeedbackBatchRequest, context: Any
+    ) -> pb.FeedbackBatchResponse:
+        return self._batches(request)
 
 
 def serve_sync(port: int, arms: int, threads: int) -> None:

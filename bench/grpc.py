@@ -49,10 +49,11 @@ class Plan:
     seconds: float  # concurrent measured window per run
     warmup_seconds: float
     inflight: int
+    batch: int  # rewards per FeedbackBatch in the batched loaded run
 
 
-FULL = Plan(repeats=3, calls=800, seconds=2.0, warmup_seconds=0.5, inflight=64)
-QUICK = Plan(repeats=1, calls=100, seconds=0.5, warmup_seconds=0.2, inflight=32)
+FULL = Plan(repeats=3, calls=800, seconds=2.0, warmup_seconds=0.5, inflight=64, batch=32)
+QUICK = Plan(repeats=1, calls=100, seconds=0.5, warmup_seconds=0.2, inflight=32, batch=16)
 
 
 def daemon_config(port: int, dim: int, arms: int, algorithm: str, store: str, url: str) -> str:
@@ -148,7 +149,7 @@ def measure(
     per second, that hardly moves when other processes compete for the server's CPU.
     """
     runs: dict[str, dict[str, list[dict[str, object]]]] = {
-        name: {"seq": [], "conc": []} for name in targets
+        name: {"seq": [], "conc": [], "batch": []} for name in targets
     }
     names = list(targets)
     shape = ["--dim", str(dim), "--arms", str(arms)]
@@ -156,13 +157,15 @@ def measure(
         order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
             target = ["--target", targets[name], *shape]
+            loaded = [
+                "conc", *target, "--inflight", str(plan.inflight),
+                "--seconds", str(plan.seconds), "--warmup-seconds", str(plan.warmup_seconds),
+            ]  # fmt: skip
             for mode, args in (
                 ("seq", ["seq", *target, "--calls", str(plan.calls)]),
-                ("conc", [
-                    "conc", *target, "--inflight", str(plan.inflight),
-                    "--seconds", str(plan.seconds), "--warmup-seconds", str(plan.warmup_seconds),
-                ]),
-            ):  # fmt: skip
+                ("conc", loaded),
+                ("batch", [*loaded, "--batch", str(plan.batch)]),
+            ):
                 before = cpu_seconds(pids[name])
                 run = run_client(args)
                 used = cpu_seconds(pids[name]) - before
@@ -176,9 +179,16 @@ LOADED_RPS, LOADED_CPU = "round trips/s", "server CPU µs/rt"
 
 def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -> dict[str, object]:
     """Medians over runs: one table for sequential calls, one for calls under load."""
-    seq_rows, conc_rows = [], []
+    seq_rows, conc_rows, batch_rows = [], [], []
     for name, by_mode in runs.items():
-        seq, conc = by_mode["seq"], by_mode["conc"]
+        seq, conc, batch = by_mode["seq"], by_mode["conc"], by_mode["batch"]
+        batch_rows.append({
+            "server": name,
+            LOADED_RPS: _median(batch, "round_trips_per_s"),
+            "Route p50 µs": _median(batch, "pair", "p50_us"),
+            "Route p99 µs": _median(batch, "pair", "p99_us"),
+            LOADED_CPU: _median(batch, "server_cpu_us"),
+        })  # fmt: skip
         seq_rows.append({
             "server": name,
             "round trips/s": _median(seq, "round_trips_per_s"),
@@ -225,7 +235,19 @@ def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -
             ratios[f"{plan.inflight} in flight, CPU-normalised: {echo} CPU / banditd CPU"] = value(
                 conc_by[echo], LOADED_CPU
             ) / value(conc_by["banditd"], LOADED_CPU)
-    return {"seq_rows": seq_rows, "conc_rows": conc_rows, "ratios": ratios, "runs": runs}
+    batch_by = {str(r["server"]): r for r in batch_rows}
+    if "banditd" in batch_by:
+        for echo in echoes:
+            ratios[f"rewards in batches of {plan.batch}: banditd / {echo}"] = float(
+                batch_by["banditd"][LOADED_RPS]  # type: ignore[arg-type]
+            ) / float(batch_by[echo][LOADED_RPS])  # type: ignore[arg-type]
+        ratios[f"rewards in batches of {plan.batch}: banditd / banditd unary Feedback"] = float(
+            batch_by["banditd"][LOADED_RPS]  # type: ignore[arg-type]
+        ) / float(conc_by["banditd"][LOADED_RPS])  # type: ignore[arg-type]
+    return {
+        "seq_rows": seq_rows, "conc_rows": conc_rows, "batch_rows": batch_rows,
+        "ratios": ratios, "runs": runs,
+    }  # fmt: skip
 
 
 def print_decomposition(
@@ -310,8 +332,14 @@ def run_shape(
         summary["conc_rows"],  # type: ignore[arg-type]
         f"under load: {plan.inflight} round trips in flight (grpc.aio client, one channel)",
     )
+    show(
+        summary["batch_rows"],  # type: ignore[arg-type]
+        f"under load, rewards batched: {plan.inflight} Routes in flight, rewards sent in"
+        f" FeedbackBatch calls of {plan.batch} (a round trip counts when its reward is acked)",
+    )
     for label, ratio in summary["ratios"].items():  # type: ignore[attr-defined]
-        target = "" if SYNC_EXPERIMENT in label else " (target ≥ 50% of the echo ceiling)"
+        unjudged = SYNC_EXPERIMENT in label or "batches" in label
+        target = "" if unjudged else " (target ≥ 50% of the echo ceiling)"
         print(f"  {label}: {100 * ratio:.0f}%{target}")
     if "handler" in result:
         print_decomposition(summary["conc_rows"], result["handler"], plan)  # type: ignore[arg-type]

@@ -8,6 +8,9 @@ One round trip = Route then Feedback on the decision it returned (two unary RPCs
 seq:   a blocking grpc client, one round trip at a time: latency percentiles, round trips/s.
 conc:  a grpc.aio client on one channel, M workers each looping round trips: round trips/s over
        the measured window (after a warm-up), and the latency each round trip saw under load.
+       With --batch B > 1 the rewards go in FeedbackBatch calls of B (a worker whose Route
+       fills a batch sends it); a round trip counts when its reward is acknowledged, and the
+       latency is the Route's alone.
 redis: bare redis-py round trips (GET/SET of 64 B and of one d=32 arm state, EVALSHA).
 handler: the daemon's own servicer (RouterService.Route + Feedback) called in-process on
        deserialised requests, no gRPC: what the daemon adds on top of the echo's work.
@@ -90,7 +93,13 @@ def sequential(target: str, dim: int, arms: int, calls: int, warmup: int) -> dic
 
 
 async def concurrent(
-    target: str, dim: int, arms: int, inflight: int, seconds: float, warmup_s: float
+    target: str,
+    dim: int,
+    arms: int,
+    inflight: int,
+    seconds: float,
+    warmup_s: float,
+    batch: int = 1,
 ) -> dict[str, object]:
     pool = requests(dim, arms)
     rnd = random.Random(3)
@@ -99,6 +108,7 @@ async def concurrent(
     total = 0  # every completed round trip, warm-up included (for server CPU per round trip)
     measuring = False
     stop = False
+    unrewarded: list[pb.FeedbackRequest] = []  # batch mode: rewards waiting for their batch
 
     async def worker(offset: int, stub: pb_grpc.RouterStub) -> None:
         nonlocal done, total
@@ -106,15 +116,26 @@ async def concurrent(
         while not stop:
             t0 = time.perf_counter()
             response = await stub.Route(pool[i % POOL], timeout=10)
-            await stub.Feedback(
-                pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random()),
-                timeout=10,
-            )
-            total += 1
-            if measuring:
-                latencies.append(time.perf_counter() - t0)
-                done += 1
+            reward = pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random())
             i += inflight
+            if batch == 1:
+                await stub.Feedback(reward, timeout=10)
+                acknowledged = 1
+            else:
+                if measuring:
+                    latencies.append(time.perf_counter() - t0)
+                unrewarded.append(reward)
+                if len(unrewarded) < batch:
+                    continue
+                items = unrewarded[:batch]
+                del unrewarded[:batch]
+                await stub.FeedbackBatch(pb.FeedbackBatchRequest(items=items), timeout=10)
+                acknowledged = batch
+            total += acknowledged
+            if measuring:
+                if batch == 1:
+                    latencies.append(time.perf_counter() - t0)
+                done += acknowledged
 
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
@@ -132,6 +153,7 @@ async def concurrent(
         "round_trips": done,
         "round_trips_total": total,
         "inflight": inflight,
+        "batch": batch,
         "pair": percentiles(latencies),
     }
 
@@ -219,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=1, help="conc: rewards per FeedbackBatch")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--warmup-seconds", type=float, default=0.5)
     args = parser.parse_args(argv)
@@ -227,7 +250,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.mode == "conc":
         result = asyncio.run(
             concurrent(
-                args.target, args.dim, args.arms, args.inflight, args.seconds, args.warmup_seconds
+                args.target,
+                args.dim,
+                args.arms,
+                args.inflight,
+                args.seconds,
+                args.warmup_seconds,
+                args.batch,
             )
         )
     elif args.mode == "handler":

@@ -58,6 +58,12 @@ class SyncRouter(pb_grpc.RouterServicer):
         with self._lock:
             return run_to_completion(self._service.Feedback(request, context))
 
+    def FeedbackBatch(
+        self, request: pb.FeedbackBatchRequest, context: Any
+    ) -> pb.FeedbackBatchResponse:
+        with self._lock:
+            return run_to_completion(self._service.FeedbackBatch(request, context))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sync_daemon")

@@ -307,7 +307,8 @@ def build_daemon(
             ("grpc.so_reuseport", 0),
         ],
     )
-    add_router_service(RouterService(router, metrics, pager), server)
+    service = RouterService(router, metrics, pager, settings.server.feedback_batch_max)
+    add_router_service(service, server)
     admin = RedisAdmin(store) if isinstance(store, RedisModelStore) else None
     apb_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
         AdminService(router, store, admin), server

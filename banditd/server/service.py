@@ -201,6 +201,7 @@ def add_router_service(service: RouterService, server: grpc.aio.Server) -> None:
     methods: dict[str, tuple[Handler, type[Message], type[Message]]] = {
         "Route": (service.Route, pb.RouteRequest, pb.RouteResponse),
         "Feedback": (service.Feedback, pb.FeedbackRequest, pb.FeedbackResponse),
+        "FeedbackBatch": (service.FeedbackBatch, pb.FeedbackBatchRequest, pb.FeedbackBatchResponse),
         "ReportResidency": (service.ReportResidency, pb.ReportResidencyRequest, pb.PagingPlan),
         "GetPagingPlan": (service.GetPagingPlan, pb.GetPagingPlanRequest, pb.PagingPlan),
     }
@@ -222,10 +223,13 @@ def add_router_service(service: RouterService, server: grpc.aio.Server) -> None:
 class RouterService(pb_grpc.RouterServicer):
     """The banditd.v1.Router gRPC service."""
 
-    def __init__(self, router: Router, metrics: Metrics, pager: Pager | None = None) -> None:
+    def __init__(
+        self, router: Router, metrics: Metrics, pager: Pager | None = None, batch_max: int = 1000
+    ) -> None:
         self._router = router
         self._metrics = metrics
         self._pager = pager
+        self._batch_max = batch_max
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
 
     def _labelled(self, metric: MetricWrapperBase, *values: str) -> Any:
@@ -320,9 +324,7 @@ class RouterService(pb_grpc.RouterServicer):
             result = await self._router.feedback(request.decision_id, reward, metrics)
         except BanditdError as exc:
             error = str(exc)
-            if isinstance(exc, DecisionNotFoundError):
-                outcome = "expired" if isinstance(exc, DecisionExpiredError) else "unknown"
-                self._labelled(self._metrics.feedback, outcome).inc()
+            self._count_unjoined(exc)
             self._done(
                 "Feedback", context, started, status_for(exc),
                 lambda: {"decision_id": request.decision_id, "error": error},
@@ -334,6 +336,44 @@ class RouterService(pb_grpc.RouterServicer):
             "arm": result.arm, "reward": result.reward, "model_version": result.model_version,
         })  # fmt: skip
         return to_feedback_response(result)
+
+    def _count_unjoined(self, exc: BanditdError) -> None:
+        if isinstance(exc, DecisionNotFoundError):
+            outcome = "expired" if isinstance(exc, DecisionExpiredError) else "unknown"
+            self._labelled(self._metrics.feedback, outcome).inc()
+
+    async def FeedbackBatch(
+        self, request: pb.FeedbackBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.FeedbackBatchResponse:
+        """Each item as its own Feedback call, in order; per-item codes, one log line."""
+        started = time.perf_counter()
+        items = request.items
+        if len(items) > self._batch_max:
+            error = (
+                f"{len(items)} items in one FeedbackBatch; this server takes at most"
+                f" {self._batch_max} (server.feedback_batch_max): split the batch"
+            )
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            self._done("FeedbackBatch", context, started, code, lambda: {"error": error})
+            await context.abort(code, error)
+        response = pb.FeedbackBatchResponse()
+        add = response.results.add
+        failed = 0
+        for item in items:
+            reward = item.reward if item.HasField("reward") else None
+            try:
+                result = await self._router.feedback(item.decision_id, reward, dict(item.metrics))
+            except BanditdError as exc:
+                self._count_unjoined(exc)
+                add(decision_id=item.decision_id, code=status_for(exc).value[0], error=str(exc))
+                failed += 1
+                continue
+            self._labelled(self._metrics.feedback, result.outcome.value).inc()
+            add(decision_id=item.decision_id, response=to_feedback_response(result))
+        self._done("FeedbackBatch", context, started, grpc.StatusCode.OK, lambda: {
+            "items": len(items), "failed": failed,
+        })  # fmt: skip
+        return response
 
     async def ReportResidency(
         self, request: pb.ReportResidencyRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
-from banditd.client import feedback_request, route_request
+from banditd.client import AsyncClient, feedback_request, route_request
 from banditd.server.app import Daemon, build_daemon
 from tests.integration.conftest import daemon_settings
 
@@ -201,3 +201,59 @@ async def test_each_rpc_logs_one_canonical_line_with_its_request_id(
     lines = [e for e in logs if e["event"] == "rpc.completed"]
     assert len(lines) == 1
     assert (lines[0]["request_id"], lines[0]["rpc"], lines[0]["code"]) == ("req-42", "Route", "OK")
+
+
+async def test_feedback_batch_applies_each_item_once_and_reports_each_error(
+    daemon: Daemon,
+) -> None:
+    """A batch is its items' Feedback calls in order: a repeat inside the batch is DUPLICATE,
+    bad items carry the code their own call would get, the good ones are applied once."""
+    async with AsyncClient(f"127.0.0.1:{daemon.port}") as client:
+        first = await client.route("chat", ARMS)
+        second = await client.route("chat", ARMS)
+        results = await client.feedback_batch([
+            feedback_request(first.decision_id, 1.0),
+            feedback_request(first.decision_id, 0.0),  # repeat inside the batch
+            feedback_request("chat:0000", 1.0),  # never issued
+            feedback_request("garbage", 1.0),  # not a decision id at all
+            feedback_request(second.decision_id, math.nan),
+            feedback_request(second.decision_id, 0.5),  # the NaN changed nothing
+        ])  # fmt: skip
+        after = await client.route("chat", ARMS)
+    codes = [grpc.StatusCode.OK.value[0], grpc.StatusCode.OK.value[0],
+             grpc.StatusCode.NOT_FOUND.value[0], grpc.StatusCode.INVALID_ARGUMENT.value[0],
+             grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.OK.value[0]]  # fmt: skip
+    assert [r.code for r in results] == codes
+    assert [r.decision_id for r in results][:3] == [first.decision_id] * 2 + ["chat:0000"]
+    statuses = [results[i].response.status for i in (0, 1, 5)]
+    assert statuses == [pb.FEEDBACK_STATUS_APPLIED, pb.FEEDBACK_STATUS_DUPLICATE,
+                        pb.FEEDBACK_STATUS_APPLIED]  # fmt: skip
+    assert results[1].response.reward == 1.0  # the duplicate reports the applied reward
+    assert "finite" in results[4].error
+    assert "unknown" in results[2].error
+    assert after.model_version == 2  # two rewards applied, once each
+    applied = daemon.metrics.feedback.labels("applied")._value.get()
+    assert (applied, daemon.metrics.feedback.labels("unknown")._value.get()) == (2, 1)
+
+
+async def test_feedback_batch_over_the_limit_is_refused_whole() -> None:
+    """More items than server.feedback_batch_max: INVALID_ARGUMENT, and nothing is applied."""
+    settings = daemon_settings(
+        server={"listen": "127.0.0.1:0", "metrics_listen": "", "feedback_batch_max": 2}
+    )
+    daemon = build_daemon(settings)
+    await daemon.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{daemon.port}") as client:
+            ids = [(await client.route("chat", ARMS)).decision_id for _ in range(3)]
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await client.feedback_batch(dict.fromkeys(ids, 1.0))
+            assert exc.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "feedback_batch_max" in (exc.value.details() or "")
+            assert [r.code for r in await client.feedback_batch(dict.fromkeys(ids[:2], 1.0))] == [
+                0,
+                0,
+            ]
+            assert (await client.route("chat", ARMS)).model_version == 2
+    finally:
+        await daemon.stop(grace_s=0)

@@ -216,3 +216,27 @@ class FeedbackResponse(_message.Message):
     reward: float
     model_version: int
     def __init__(self, status: _Optional[_Union[FeedbackStatus, str]] = ..., arm_id: _Optional[str] = ..., reward: _Optional[float] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class FeedbackBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[FeedbackRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedbackRequest, _Mapping]]] = ...) -> None: ...
+
+class FeedbackBatchResult(_message.Message):
+    __slots__ = ("decision_id", "code", "error", "response")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    code: int
+    error: str
+    response: FeedbackResponse
+    def __init__(self, decision_id: _Optional[str] = ..., code: _Optional[int] = ..., error: _Optional[str] = ..., response: _Optional[_Union[FeedbackResponse, _Mapping]] = ...) -> None: ...
+
+class FeedbackBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[FeedbackBatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[FeedbackBatchResult, _Mapping]]] = ...) -> None: ...

@@ -45,6 +45,11 @@ class RouterStub(object):
                 request_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.FeedbackBatch = channel.unary_unary(
+                '/banditd.v1.Router/FeedbackBatch',
+                request_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackBatchRequest.SerializeToString,
+                response_deserializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackBatchResponse.FromString,
+                _registered_method=True)
         self.ReportResidency = channel.unary_unary(
                 '/banditd.v1.Router/ReportResidency',
                 request_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.ReportResidencyRequest.SerializeToString,
@@ -71,6 +76,15 @@ class RouterServicer(object):
     def Feedback(self, request, context):
         """Report the reward of an earlier decision. Applied exactly once; a repeat is acknowledged
         with status DUPLICATE and changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FeedbackBatch(self, request, context):
+        """Many rewards in one call (a reward pipeline flushing what it collected). Each item is
+        joined and applied exactly as its own Feedback call would be, in order; a bad item gets
+        its own error code and does not fail the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,6 +117,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackRequest.FromString,
                     response_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'FeedbackBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.FeedbackBatch,
+                    request_deserializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackBatchRequest.FromString,
+                    response_serializer=banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackBatchResponse.SerializeToString,
             ),
             'ReportResidency': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportResidency,
@@ -170,6 +189,33 @@ class Router(object):
             '/banditd.v1.Router/Feedback',
             banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackRequest.SerializeToString,
             banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FeedbackBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banditd.v1.Router/FeedbackBatch',
+            banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackBatchRequest.SerializeToString,
+            banditd_dot_api_dot_v1_dot_bandit__pb2.FeedbackBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -84,7 +84,8 @@ class RouterServicer(object):
     def FeedbackBatch(self, request, context):
         """Many rewards in one call (a reward pipeline flushing what it collected). Each item is
         joined and applied exactly as its own Feedback call would be, in order; a bad item gets
-        its own error code and does not fail the others.
+        its own error code and does not fail the others. Retrying a batch is safe: items already
+        applied come back DUPLICATE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -11,12 +11,12 @@ store closed. Keep the pod's terminationGracePeriodSeconds above drain_delay_s +
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -212,9 +212,7 @@ class Daemon:
     async def stop(self, grace_s: float | None = None) -> None:
         """Readiness off, drain in-flight RPCs, stop the sweeper, settle, flush, close."""
         for task in self.tasks:  # first: the store watcher must not flip readiness back on
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel(task)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.metrics.serving.set(0)
@@ -222,9 +220,7 @@ class Daemon:
             await asyncio.sleep(self.settings.server.drain_delay_s)
         await self.server.stop(self.settings.server.grace_s if grace_s is None else grace_s)
         if self.sweeper is not None:  # before the store closes: a sweep must not race close()
-            self.sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.sweeper
+            await _cancel(self.sweeper)
             self.sweeper = None
         log.info("server.drained", settled=await self.sweep_once())
         if self.trace is not None:
@@ -277,6 +273,20 @@ class Daemon:
             if delta > 0:
                 counter.inc(delta)
                 self._exported[name] = total
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait for it to end, cancelling again if it swallowed a cancellation.
+
+    One cancel is not always enough on Python 3.11: when it lands just as a timeout inside
+    redis-py expires, the timeout can turn it into a TimeoutError, which a watcher loop catches
+    and carries on (a test's teardown once hung on that for 120 s).
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("server.task_failed", task=task.get_name(), error=repr(exc))
 
 
 def build_daemon(

@@ -104,3 +104,30 @@ async def test_stop_settles_decisions_past_their_deadline(clock: FakeClock) -> N
     defaulted = {"outcome": "defaulted"}
     registry = daemon.metrics.registry
     assert registry.get_sample_value("banditd_feedback_outcomes_total", defaulted) == 1
+
+
+async def test_stop_ends_a_background_task_that_swallows_its_first_cancellation() -> None:
+    """A watcher whose cancel is lost (on Python 3.11 a redis-py timeout expiring at the same
+    moment can turn it into a TimeoutError that the watcher loop catches) cannot hang stop."""
+    daemon = build_daemon(daemon_settings())
+    await daemon.start()
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.set()  # ...and carry on, as the watcher loop would
+        await asyncio.Event().wait()  # until cancelled again
+
+    daemon.tasks.append(asyncio.create_task(stubborn()))
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(daemon.stop(grace_s=0))
+    await asyncio.wait({stopping}, timeout=30)  # waits without cancelling: a hang stays a hang
+    hung = not stopping.done()
+    if hung:  # end it for the next test: one more cancel reaches the stubborn task
+        stopping.cancel()
+        await asyncio.wait({stopping}, timeout=5)
+    assert not hung, "Daemon.stop hung on a task that swallowed its cancellation"
+    assert swallowed.is_set()
+    assert daemon.tasks[-1].cancelled()

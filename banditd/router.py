@@ -6,6 +6,7 @@ No grpc, redis or onnxruntime types here. The server (server/service.py) and the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import re
@@ -17,6 +18,7 @@ import numpy as np
 
 from banditd.cache.pager import Pager, PagingAdvice
 from banditd.errors import (
+    BanditdError,
     ConfigError,
     DecisionExpiredError,
     DecisionNotFoundError,
@@ -46,6 +48,7 @@ ARM_ID = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
 SEGMENT = re.compile(r"^[^\s\x00-\x1f]{0,128}$")
 SHARED_ARM = "*"  # the store key of a shared model's single state
 MAX_STACKS = 4096  # cached stacked states (one per (model, candidate list)); oldest dropped
+_NOT_YET = BanditdError("not settled yet")  # feedback_many's placeholder, always replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,12 +345,74 @@ class Router:
     async def feedback(
         self, decision_id: str, reward: float | None, metrics: Mapping[str, float]
     ) -> FeedbackResult:
+        policy, value = self._feedback_value(decision_id, reward, metrics)
+        now = self._clock.now()
+        settled = await self._store.settle(decision_id, value, now, policy.spec)
+        return self._joined(policy, decision_id, value, now, settled)
+
+    async def feedback_many(
+        self, items: Sequence[tuple[str, float | None, Mapping[str, float]]]
+    ) -> list[FeedbackResult | BanditdError]:
+        """`feedback` for each (decision_id, reward, metrics), in order; errors per item.
+
+        The outcome is what calling `feedback` on each item in turn would give: a decision id
+        that repeats is settled after its earlier occurrence (so it is DUPLICATE). Items with
+        distinct decision ids are independent (their updates commute), so a store that settles
+        concurrently (Redis) gets them in waves, each wave in parallel; one item per decision
+        id per wave.
+        """
+        out: list[FeedbackResult | BanditdError] = []
+        waves: list[list[int]] = []
+        seen: dict[str, int] = {}
+        prepared: list[tuple[_Policy, float] | None] = []
+        for i, (decision_id, reward, metrics) in enumerate(items):
+            try:
+                prepared.append(self._feedback_value(decision_id, reward, metrics))
+            except BanditdError as exc:
+                prepared.append(None)
+                out.append(exc)
+                continue
+            out.append(_NOT_YET)
+            wave = seen.get(decision_id, 0)
+            seen[decision_id] = wave + 1
+            if wave == len(waves):
+                waves.append([])
+            waves[wave].append(i)
+        now = self._clock.now()
+
+        async def one(i: int) -> FeedbackResult | BanditdError:
+            ready = prepared[i]
+            assert ready is not None
+            policy, value = ready
+            decision_id = items[i][0]
+            try:
+                settled = await self._store.settle(decision_id, value, now, policy.spec)
+                return self._joined(policy, decision_id, value, now, settled)
+            except BanditdError as exc:
+                return exc
+
+        for wave_items in waves:
+            if self._store.concurrent and len(wave_items) > 1:
+                results = await asyncio.gather(*(one(i) for i in wave_items))
+            else:
+                results = [await one(i) for i in wave_items]
+            for i, result in zip(wave_items, results, strict=True):
+                out[i] = result
+        return out
+
+    def _feedback_value(
+        self, decision_id: str, reward: float | None, metrics: Mapping[str, float]
+    ) -> tuple[_Policy, float]:
+        """The decision's policy and the reward to learn; errors before anything is stored."""
         policy = self._policies.get(policy_of(decision_id))
         if policy is None:
             raise DecisionNotFoundError(f"decision {decision_id!r} is unknown (unknown policy)")
-        value = self._reward(policy.config, reward, metrics)
-        now = self._clock.now()
-        settled = await self._store.settle(decision_id, value, now, policy.spec)
+        return policy, self._reward(policy.config, reward, metrics)
+
+    def _joined(
+        self, policy: _Policy, decision_id: str, value: float, now: float, settled: Settlement
+    ) -> FeedbackResult:
+        """The store's settlement as Feedback's answer (or its NOT_FOUND error), traced."""
         if self._trace is not None and settled.outcome is not Outcome.UNKNOWN:
             self._trace.write(_outcome_record(settled, now, value))
         match settled.outcome:

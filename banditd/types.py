@@ -140,6 +140,10 @@ class Clock(Protocol):
 class ModelStore(Protocol):
     """Learned state and pending decisions. Settling is atomic: a decision is applied once."""
 
+    # True when overlapping `settle` calls for distinct decisions run in parallel (a network
+    # store): the Router then settles a FeedbackBatch's independent items concurrently.
+    concurrent: bool
+
     async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
         """States of these arms (the prior for arms never updated)."""
         ...

@@ -345,7 +345,7 @@ class RouterService(pb_grpc.RouterServicer):
     async def FeedbackBatch(
         self, request: pb.FeedbackBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.FeedbackBatchResponse:
-        """Each item as its own Feedback call, in order; per-item codes, one log line."""
+        """Each item as its own Feedback call would be (Router.feedback_many); per-item codes."""
         started = time.perf_counter()
         items = request.items
         if len(items) > self._batch_max:
@@ -359,17 +359,20 @@ class RouterService(pb_grpc.RouterServicer):
         response = pb.FeedbackBatchResponse()
         add = response.results.add
         failed = 0
-        for item in items:
-            reward = item.reward if item.HasField("reward") else None
-            try:
-                result = await self._router.feedback(item.decision_id, reward, dict(item.metrics))
-            except BanditdError as exc:
-                self._count_unjoined(exc)
-                add(decision_id=item.decision_id, code=status_for(exc).value[0], error=str(exc))
+        outcomes = await self._router.feedback_many([
+            (item.decision_id, item.reward if item.HasField("reward") else None,
+             dict(item.metrics))
+            for item in items
+        ])  # fmt: skip
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, BanditdError):
+                self._count_unjoined(outcome)
+                add(decision_id=item.decision_id, code=status_for(outcome).value[0],
+                    error=str(outcome))  # fmt: skip
                 failed += 1
-                continue
-            self._labelled(self._metrics.feedback, result.outcome.value).inc()
-            add(decision_id=item.decision_id, response=to_feedback_response(result))
+            else:
+                self._labelled(self._metrics.feedback, outcome.outcome.value).inc()
+                add(decision_id=item.decision_id, response=to_feedback_response(outcome))
         self._done("FeedbackBatch", context, started, grpc.StatusCode.OK, lambda: {
             "items": len(items), "failed": failed,
         })  # fmt: skip

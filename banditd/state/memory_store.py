@@ -50,6 +50,8 @@ def check_fingerprint(key: ModelKey, stored: str, spec: ModelSpec) -> None:
 class InMemoryModelStore:
     """ModelStore in a dict. Not shared between processes; lost on restart."""
 
+    concurrent = False  # every call completes without suspending: nothing to overlap
+
     def __init__(
         self,
         max_pending: int = 1_000_000,

@@ -91,6 +91,8 @@ class _Cached:
 class RedisModelStore:
     """ModelStore over Redis; any number of replicas may share one Redis (or Cluster)."""
 
+    concurrent = True  # settles of distinct decisions overlap their round trips
+
     def __init__(self, client: RedisClient, params: RedisStoreParams | None = None) -> None:
         self._redis = client
         self._p = params or RedisStoreParams()

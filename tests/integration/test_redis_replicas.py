@@ -74,3 +74,49 @@ async def test_two_replicas_hammered_concurrently_equal_single_replay(redis_url:
         assert resp.model_version == version
         assert not resp.degraded
         assert sum(s.pulls for s in resp.scores) == len(applied)
+
+
+async def test_feedback_batches_on_two_replicas_apply_each_reward_once(redis_url: str, client):
+    """FeedbackBatch on Redis settles independent items concurrently: batches that overlap
+    (between replicas and inside one batch) still apply every reward exactly once, and the
+    shared state equals a single-process replay."""
+    daemons = [build_daemon(redis_daemon_settings(redis_url)) for _ in range(2)]
+    for d in daemons:
+        await d.start()
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{d.port}") for d in daemons]
+    stubs = [pb_grpc.RouterStub(c) for c in channels]
+    rnd = random.Random(11)
+    try:
+        decisions = [await route(stubs[i % 2], rnd) for i in range(60)]
+        rewards = {resp.decision_id: rnd.choice((0.0, 0.25, 0.5, 1.0)) for resp, _ in decisions}
+        ids = list(rewards)
+        batches = []
+        for stub in stubs:  # every id goes to both replicas, some twice in one batch
+            items = ids + rnd.sample(ids, 10)
+            rnd.shuffle(items)
+            request = pb.FeedbackBatchRequest(items=[
+                pb.FeedbackRequest(decision_id=d, reward=rewards[d]) for d in items
+            ])  # fmt: skip
+            batches.append(stub.FeedbackBatch(request, timeout=30))
+        responses = await asyncio.gather(*batches)
+    finally:
+        for c in channels:
+            await c.close()
+        for d in daemons:
+            await d.stop(grace_s=0)
+    results = [r for resp in responses for r in resp.results]
+    assert all(r.code == 0 for r in results)
+    applied_ids = [r.decision_id for r in results
+                   if r.response.status == pb.FEEDBACK_STATUS_APPLIED]  # fmt: skip
+    assert sorted(applied_ids) == sorted(ids)  # each exactly once, across both replicas
+    for resp in responses:  # inside one batch a repeated id is never the applied one
+        first: dict[str, int] = {}
+        for i, r in enumerate(resp.results):
+            first.setdefault(r.decision_id, i)
+            if r.response.status == pb.FEEDBACK_STATUS_APPLIED:
+                assert first[r.decision_id] == i
+    by_id = {resp.decision_id: (resp, x) for resp, x in decisions}
+    applied = [Applied(d, by_id[d][0].arm_id, by_id[d][1], rewards[d]) for d in applied_ids]
+    spec = daemons[0].router._policies["chat"].spec
+    assert_state_equals_replay(await stored_sums(client), applied, spec)
+    assert int(await client.hget("banditd:{chat}:model", "v ")) == len(ids)

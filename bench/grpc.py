@@ -59,7 +59,10 @@ QUICK = Plan(repeats=1, calls=100, seconds=0.5, warmup_seconds=0.2, inflight=32,
 def daemon_config(port: int, dim: int, arms: int, algorithm: str, store: str, url: str) -> str:
     features = ", ".join(f'"f{j}"' for j in range(dim - 1))
     ids = ", ".join(f'"a{i}"' for i in range(arms))
-    redis = f'\n[store.redis]\nurl = "{url}"\n' if store == "redis" else ""
+    # One key prefix per request shape: a model trained under one shape's features is (rightly)
+    # refused under another's, so shapes must not share state in one Redis.
+    prefix = f"bench-{dim}x{arms}"
+    redis = f'\n[store.redis]\nurl = "{url}"\nkey_prefix = "{prefix}"\n' if store == "redis" else ""
     return f"""# written by bench/grpc.py
 log_level = "warning"
 seed = 1

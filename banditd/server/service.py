@@ -30,7 +30,7 @@ from banditd.errors import (
     InvalidRequestError,
     StateUnavailableError,
 )
-from banditd.router import FeedbackResult, Router, RouteResult
+from banditd.router import FeedbackResult, Router, RouteResult, policy_of
 from banditd.server.metrics import Metrics
 from banditd.server.request_log import request_fields
 from banditd.types import Candidate, Context, Outcome
@@ -330,12 +330,19 @@ class RouterService(pb_grpc.RouterServicer):
                 lambda: {"decision_id": request.decision_id, "error": error},
             )  # fmt: skip
             await _abort(context, exc)
-        self._labelled(self._metrics.feedback, result.outcome.value).inc()
+        self._joined(request.decision_id, result)
         self._done("Feedback", context, started, grpc.StatusCode.OK, lambda: {
             "decision_id": request.decision_id, "outcome": result.outcome.value,
             "arm": result.arm, "reward": result.reward, "model_version": result.model_version,
         })  # fmt: skip
         return to_feedback_response(result)
+
+    def _joined(self, decision_id: str, result: FeedbackResult) -> None:
+        """Count the outcome; an applied reward moves the policy's model version gauge."""
+        self._labelled(self._metrics.feedback, result.outcome.value).inc()
+        if result.outcome is Outcome.APPLIED:
+            policy = policy_of(decision_id)
+            self._labelled(self._metrics.model_version, policy).set(result.model_version)
 
     def _count_unjoined(self, exc: BanditdError) -> None:
         if isinstance(exc, DecisionNotFoundError):
@@ -371,7 +378,7 @@ class RouterService(pb_grpc.RouterServicer):
                     error=str(outcome))  # fmt: skip
                 failed += 1
             else:
-                self._labelled(self._metrics.feedback, outcome.outcome.value).inc()
+                self._joined(item.decision_id, outcome)
                 add(decision_id=item.decision_id, response=to_feedback_response(outcome))
         self._done("FeedbackBatch", context, started, grpc.StatusCode.OK, lambda: {
             "items": len(items), "failed": failed,

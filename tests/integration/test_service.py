@@ -19,7 +19,7 @@ from tests.integration.conftest import daemon_settings
 ARMS = ["a", "b", "c"]
 
 
-async def test_route_then_feedback_round_trip(stub: pb_grpc.RouterStub) -> None:
+async def test_route_then_feedback_round_trip(stub: pb_grpc.RouterStub, daemon: Daemon) -> None:
     """Route answers one of the candidates with scores for all; Feedback applies the reward."""
     resp = await stub.Route(route_request("chat", ARMS, features={"x1": 0.2}))
     assert resp.arm_id in ARMS
@@ -30,6 +30,7 @@ async def test_route_then_feedback_round_trip(stub: pb_grpc.RouterStub) -> None:
     fb = await stub.Feedback(feedback_request(resp.decision_id, 1.0))
     assert fb.status == pb.FEEDBACK_STATUS_APPLIED
     assert (fb.arm_id, fb.reward, fb.model_version) == (resp.arm_id, 1.0, 1)
+    assert daemon.metrics.model_version.labels("chat")._value.get() == 1  # before any Route
     again = await stub.Route(route_request("chat", ARMS, features={"x1": 0.2}))
     assert again.model_version == 1
 

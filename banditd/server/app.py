@@ -173,7 +173,7 @@ async def _watch_once(
         seen[name] = now
     if ok:
         await sync_arms(daemon, store)
-    m.degraded.set(0 if ok else 1)
+    m.hot.degraded = 0 if ok else 1
     m.outage_buffered.set(st.buffered)
     return ok
 
@@ -248,7 +248,7 @@ class Daemon:
             log.exception("feedback.sweep_failed")
             return 0
         for s in settled:
-            self.metrics.feedback.labels(s.outcome.value).inc()
+            self.metrics.hot.outcome(s.outcome.value)
             log.info("feedback.expired", decision_id=s.decision_id, outcome=s.outcome.value,
                      arm=s.arm, reward=s.reward)  # fmt: skip
         pending = getattr(self.store, "pending_count", None)

@@ -15,7 +15,6 @@ from typing import Any, NoReturn
 import grpc
 import structlog
 from google.protobuf.message import DecodeError, Message
-from prometheus_client.metrics import MetricWrapperBase
 
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
@@ -230,15 +229,7 @@ class RouterService(pb_grpc.RouterServicer):
         self._metrics = metrics
         self._pager = pager
         self._batch_max = batch_max
-        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
-
-    def _labelled(self, metric: MetricWrapperBase, *values: str) -> Any:
-        """metric.labels(*values), memoised: prometheus returns the same child every time."""
-        key = (metric, values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
+        self._hot = metrics.hot
 
     def guarded(self, rpc: str, handler: Handler) -> Handler:
         """`handler`, answering an `Undecodable` request with INVALID_ARGUMENT instead."""
@@ -267,8 +258,7 @@ class RouterService(pb_grpc.RouterServicer):
         builds no log fields at all.
         """
         elapsed = time.perf_counter() - started
-        self._labelled(self._metrics.requests, rpc, code.name).inc()
-        self._labelled(self._metrics.latency, rpc, code.name).observe(elapsed)
+        self._hot.rpc(rpc, code.name, elapsed)
         ok = code is grpc.StatusCode.OK
         if ok and not log.is_enabled_for(logging.INFO):
             return
@@ -296,9 +286,7 @@ class RouterService(pb_grpc.RouterServicer):
                 lambda: {"policy": request.policy, "error": error},
             )  # fmt: skip
             await _abort(context, exc)
-        self._labelled(self._metrics.decisions, request.policy).inc()
-        self._labelled(self._metrics.model_version, request.policy).set(result.model_version)
-        self._metrics.degraded.set(1 if result.degraded else 0)
+        self._hot.decided(request.policy, result.model_version, result.degraded)
         if result.paging is not None:
             cache = self._metrics
             (
@@ -339,15 +327,14 @@ class RouterService(pb_grpc.RouterServicer):
 
     def _count_joined(self, decision_id: str, result: FeedbackResult) -> None:
         """Count the outcome; an applied reward moves the policy's model version gauge."""
-        self._labelled(self._metrics.feedback, result.outcome.value).inc()
+        self._hot.outcome(result.outcome.value)
         if result.outcome is Outcome.APPLIED:
-            policy = policy_of(decision_id)
-            self._labelled(self._metrics.model_version, policy).set(result.model_version)
+            self._hot.versions[policy_of(decision_id)] = result.model_version  # the gauge
 
     def _count_unjoined(self, exc: BanditdError) -> None:
         if isinstance(exc, DecisionNotFoundError):
             outcome = "expired" if isinstance(exc, DecisionExpiredError) else "unknown"
-            self._labelled(self._metrics.feedback, outcome).inc()
+            self._hot.outcome(outcome)
 
     async def FeedbackBatch(
         self, request: pb.FeedbackBatchRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -30,7 +30,7 @@ async def test_route_then_feedback_round_trip(stub: pb_grpc.RouterStub, daemon: 
     fb = await stub.Feedback(feedback_request(resp.decision_id, 1.0))
     assert fb.status == pb.FEEDBACK_STATUS_APPLIED
     assert (fb.arm_id, fb.reward, fb.model_version) == (resp.arm_id, 1.0, 1)
-    assert daemon.metrics.model_version.labels("chat")._value.get() == 1  # before any Route
+    assert daemon.metrics.hot.sample("banditd_model_version", policy="chat") == 1  # no Route yet
     again = await stub.Route(route_request("chat", ARMS, features={"x1": 0.2}))
     assert again.model_version == 1
 
@@ -110,8 +110,8 @@ async def test_unparseable_requests_get_invalid_argument(
     assert f"not a valid banditd.v1.{method}Request" in (exc.value.details() or "")
     assert "UTF-8" in (exc.value.details() or "")
     assert getattr(daemon.store, "pending_count", 0) == 0
-    requests = daemon.metrics.requests.labels(method, "INVALID_ARGUMENT")
-    assert requests._value.get() == 1
+    sample = daemon.metrics.registry.get_sample_value
+    assert sample("banditd_rpc_requests_total", {"rpc": method, "code": "INVALID_ARGUMENT"}) == 1
 
 
 @pytest.mark.parametrize(
@@ -233,8 +233,11 @@ async def test_feedback_batch_applies_each_item_once_and_reports_each_error(
     assert "finite" in results[4].error
     assert "unknown" in results[2].error
     assert after.model_version == 2  # two rewards applied, once each
-    applied = daemon.metrics.feedback.labels("applied")._value.get()
-    assert (applied, daemon.metrics.feedback.labels("unknown")._value.get()) == (2, 1)
+    outcomes = [
+        daemon.metrics.hot.sample("banditd_feedback_outcomes_total", outcome=o)
+        for o in ("applied", "unknown")
+    ]
+    assert outcomes == [2, 1]
 
 
 async def test_feedback_batch_over_the_limit_is_refused_whole() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 import re
 import secrets
@@ -73,6 +74,7 @@ class FeedbackResult:
     arm: ArmId
     reward: float
     model_version: int
+    policy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,14 @@ def model_spec(policy: PolicyConfig, dim: int, fingerprint: str = "") -> ModelSp
         default_reward=policy.default_reward,
         fingerprint=f"{policy.model}:{policy.arm_features}:{fingerprint}",
     )
+
+
+@functools.lru_cache(maxsize=256)
+def zeros(k: int) -> Vector:
+    """A read-only vector of k zeros (the penalty of candidates nobody prices), shared."""
+    out = np.zeros(k)
+    out.setflags(write=False)
+    return out
 
 
 def new_decision_id(policy: str) -> str:
@@ -135,7 +145,8 @@ class Router:
         self._new_id = new_id
         self._pager = pager
         self._stacks: dict[
-            tuple[ModelKey, tuple[ArmId, ...]], tuple[tuple[ArmState, ...], Stack]
+            tuple[ModelKey, tuple[ArmId, ...]],
+            tuple[tuple[ArmState, ...], Stack, tuple[int, ...]],
         ] = {}
 
     # -- policies ------------------------------------------------------------------------
@@ -211,39 +222,47 @@ class Router:
         config = policy.config
         ids, penalty = self._check_candidates(policy, segment, candidates)
         x = await policy.extractor.extract(context)
-        if config.model == "shared":
-            xs = [interaction(x, np.asarray(c.features, dtype=np.float64)) for c in candidates]
-            keys: Sequence[ArmId] = (SHARED_ARM,)
-        else:
-            xs = [x] * len(candidates)
-            keys = ids
+        shared = config.model == "shared"
         key = ModelKey(config.name, segment)
-        snapshot = await self._store.load(key, keys, policy.spec)
-        states = (
-            [snapshot.arms[SHARED_ARM]] * len(ids)
-            if config.model == "shared"
-            else [snapshot.arms[arm] for arm in ids]
-        )
+        if shared:
+            xs = [interaction(x, np.asarray(c.features, dtype=np.float64)) for c in candidates]
+            snapshot = await self._store.load(key, (SHARED_ARM,), policy.spec)
+            states = [snapshot.arms[SHARED_ARM]] * len(ids)
+        else:
+            snapshot = await self._store.load(key, ids, policy.spec)
+            arms = snapshot.arms
+            states = [arms[arm] for arm in ids]
         # Paging: a non-resident adapter pays its expected paging cost (banditd/cache/pager.py).
         paging = self._pager.config(config.name) if self._pager and replica else None
         if self._pager is not None and paging is not None:
             residency = await self._pager.residency(replica, paging)
-            penalty += self._pager.penalty(residency, ids, paging)
-        stacked = self._stacked(key, ids, states) if config.model == "disjoint" else None
-        if isinstance(policy.params, linucb.LinUCBParams):
-            choice = linucb.choose(states, xs, penalty, policy.params, self._rng, stacked)
+            penalty = penalty + self._pager.penalty(residency, ids, paging)
+        stacked, pulls = (None, None) if shared else self._stacked(key, ids, states)
+        params = policy.params
+        if stacked is not None:
+            choose = (
+                linucb.choose_stacked
+                if isinstance(params, linucb.LinUCBParams)
+                else thompson.choose_stacked
+            )
+            choice = choose(stacked, x, penalty, params, self._rng)  # type: ignore[arg-type]
         else:
-            choice = thompson.choose(states, xs, penalty, policy.params, self._rng, stacked)
+            xs = xs if shared else [x]
+            if isinstance(params, linucb.LinUCBParams):
+                choice = linucb.choose(states, xs, penalty, params, self._rng)
+            else:
+                choice = thompson.choose(states, xs, penalty, params, self._rng)
         if self._pager is not None and paging is not None:
             choice = self._pager.explore(paging, replica, residency, ids, choice, self._rng)
         now = self._clock.now()
         decision_id = self._new_id(config.name)
-        arm = ids[choice.index]
-        propensity = float(choice.propensity[choice.index])
+        index = choice.index
+        arm = ids[index]
+        propensity = float(choice.propensity[index])
         deadline = now + config.reward_wait_s
         pending = PendingDecision(
-            decision_id, config.name, segment, arm, xs[choice.index], propensity,
-            snapshot.version, now, deadline, SHARED_ARM if config.model == "shared" else "",
+            decision_id, config.name, segment, arm, xs[index] if shared else x, propensity,
+            snapshot.version, now, deadline, SHARED_ARM if shared else "",
         )  # fmt: skip
         await self._store.record(pending)
         advice = None
@@ -254,70 +273,72 @@ class Router:
         if self._trace is not None:
             self._trace.write(_decision_record(pending, context, candidates, choice, x))
         return RouteResult(
-            decision_id, arm, propensity, ids, choice, tuple(s.n for s in states),
+            decision_id, arm, propensity, ids, choice,
+            pulls if pulls is not None else tuple(s.n for s in states),
             snapshot.version, config.algorithm, snapshot.degraded, policy.extractor.fingerprint,
             deadline, advice,
         )  # fmt: skip
 
     def _stacked(
         self, key: ModelKey, ids: tuple[ArmId, ...], states: Sequence[ArmState]
-    ) -> Stack | None:
-        """The candidates' states stacked for vectorised scoring, cached per (model, arms).
+    ) -> tuple[Stack | None, tuple[int, ...] | None]:
+        """The candidates' states stacked for vectorised scoring, and their pull counts.
 
-        Between Routes usually one arm changed (one Feedback), so only its rows are copied.
+        Cached per (model, arms): between Routes usually one arm changed (one Feedback), so
+        only its rows are copied.
         """
         if len(states) < 2:
-            return None
-        entry = self._stacks.pop((key, ids), None)
+            return None, None
+        cache_key = (key, ids)
+        entry = self._stacks.pop(cache_key, None)
         if entry is None:
             block = linear.stack(states)
             if len(self._stacks) >= MAX_STACKS:
                 self._stacks.pop(next(iter(self._stacks)))
+            pulls = tuple(s.n for s in states)
         else:
-            block = linear.restack(entry[1], entry[0], states)
-        self._stacks[(key, ids)] = (tuple(states), block)
-        return block
+            previous, block, pulls = entry
+            if linear.restack(block, previous, states):
+                pulls = tuple(s.n for s in states)
+        self._stacks[cache_key] = (tuple(states), block, pulls)
+        return block, pulls
 
     def _check_candidates(
         self, policy: _Policy, segment: str, candidates: Sequence[Candidate]
     ) -> tuple[tuple[ArmId, ...], Vector]:
-        """Validate the candidates; return their ids and selection-time penalties."""
+        """Validate the candidates; return their ids and selection-time penalties.
+
+        Written for the hot path: checks run over whole columns (one `sum` proves every cost
+        and latency finite unless it overflows), and the per-candidate loops that name the
+        offender run only when a check fails.
+        """
         config = policy.config
-        if not candidates:
+        k = len(candidates)
+        if not k:
             raise InvalidRequestError("no candidates: send at least one arm to choose from")
-        if len(candidates) > config.max_candidates:
+        if k > config.max_candidates:
             raise InvalidRequestError(
-                f"{len(candidates)} candidates; policy {config.name!r} allows at most"
+                f"{k} candidates; policy {config.name!r} allows at most"
                 f" {config.max_candidates} (max_candidates)"
             )
         if segment and not SEGMENT.match(segment):
             raise InvalidRequestError("segment must be at most 128 printable non-space characters")
-        ids = tuple(c.id for c in candidates)
-        if len(set(ids)) != len(ids):
+        ids = tuple([c.id for c in candidates])
+        if len(set(ids)) != k:
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             raise InvalidRequestError(f"duplicate candidate ids {dupes}")
         if not policy.arms.issuperset(ids):  # declared arms were validated at start-up
-            if not policy.arms and not config.allow_new_arms:
-                raise InvalidRequestError(
-                    f"policy {config.name!r} declares no arms; declare arms or set allow_new_arms"
-                )
-            for arm in ids:
-                if arm in policy.arms:
-                    continue
-                if not ARM_ID.match(arm):
+            self._check_new_arms(policy, ids)
+        costs = [c.cost for c in candidates]
+        latencies = [c.expected_latency_ms for c in candidates]
+        if not math.isfinite(sum(costs) + sum(latencies)) or min(latencies) < 0:
+            for c in candidates:  # (an overflowing sum of finite values passes this loop)
+                if not (math.isfinite(c.cost) and math.isfinite(c.expected_latency_ms)):
                     raise InvalidRequestError(
-                        f"candidate id {arm[:80]!r} must be 1-128 printable non-space characters"
+                        f"candidate {c.id!r} has a non-finite cost or latency"
                     )
-                if not config.allow_new_arms:
-                    raise InvalidRequestError(
-                        f"unknown arm {arm!r} for policy {config.name!r}; declared arms:"
-                        f" {sorted(policy.arms)} (or set allow_new_arms)"
-                    )
-        for c in candidates:  # Python floats: cheaper than numpy calls for K numbers
-            if not (math.isfinite(c.cost) and math.isfinite(c.expected_latency_ms)):
-                raise InvalidRequestError(f"candidate {c.id!r} has a non-finite cost or latency")
-            if c.expected_latency_ms < 0:
-                raise InvalidRequestError(f"candidate {c.id!r} has a negative expected latency")
+                if c.expected_latency_ms < 0:
+                    raise InvalidRequestError(f"candidate {c.id!r} has a negative expected latency")
         if config.model == "shared":
             for c in candidates:
                 if len(c.features) != config.arm_features:
@@ -327,19 +348,39 @@ class Router:
                     )
                 if not all(math.isfinite(v) for v in c.features):
                     raise InvalidRequestError(f"candidate {c.id!r} has non-finite features")
-        elif any(c.features for c in candidates):
+        elif any([c.features for c in candidates]):  # noqa: C419 (a list: faster, all are read)
             bad = next(c.id for c in candidates if c.features)
             raise InvalidRequestError(
                 f"candidate {bad!r} has features but policy {config.name!r} is disjoint"
                 " (per-arm features need model = 'shared')"
             )
         w_cost, w_latency = config.price.cost, config.price.latency_ms
+        if not (w_cost or w_latency):
+            return ids, zeros(k)
         penalty = np.array(
-            [w_cost * c.cost + w_latency * c.expected_latency_ms for c in candidates]
-            if w_cost or w_latency
-            else [0.0] * len(candidates)
+            [w_cost * c + w_latency * t for c, t in zip(costs, latencies, strict=True)]
         )
         return ids, penalty
+
+    def _check_new_arms(self, policy: _Policy, ids: tuple[ArmId, ...]) -> None:
+        """Candidates outside the declared arms: valid ids, and only if allow_new_arms."""
+        config = policy.config
+        if not policy.arms and not config.allow_new_arms:
+            raise InvalidRequestError(
+                f"policy {config.name!r} declares no arms; declare arms or set allow_new_arms"
+            )
+        for arm in ids:
+            if arm in policy.arms:
+                continue
+            if not ARM_ID.match(arm):
+                raise InvalidRequestError(
+                    f"candidate id {arm[:80]!r} must be 1-128 printable non-space characters"
+                )
+            if not config.allow_new_arms:
+                raise InvalidRequestError(
+                    f"unknown arm {arm!r} for policy {config.name!r}; declared arms:"
+                    f" {sorted(policy.arms)} (or set allow_new_arms)"
+                )
 
     # -- Feedback ------------------------------------------------------------------------
     async def feedback(
@@ -418,7 +459,10 @@ class Router:
         match settled.outcome:
             case Outcome.APPLIED | Outcome.DUPLICATE:
                 applied = value if settled.reward is None else settled.reward
-                return FeedbackResult(settled.outcome, settled.arm, applied, settled.model_version)
+                return FeedbackResult(
+                    settled.outcome, settled.arm, applied, settled.model_version,
+                    policy.config.name,
+                )  # fmt: skip
             case Outcome.EXPIRED:
                 rule = (
                     "dropped it" if settled.reward is None

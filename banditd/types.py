@@ -17,9 +17,12 @@ ArmId = str
 DecisionId = str
 
 
-@dataclass(frozen=True, slots=True)
-class ModelKey:
-    """One learned model: a policy within a context segment."""
+class ModelKey(NamedTuple):
+    """One learned model: a policy within a context segment.
+
+    A NamedTuple, not a dataclass: it keys the stores' dicts on every Route and Feedback, and
+    a tuple hashes in C.
+    """
 
     policy: str
     segment: str = ""

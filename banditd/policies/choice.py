@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,16 +44,23 @@ def greedy_propensities(score: Vector, epsilon: float) -> Vector:
 def greedy(score: Vector, epsilon: float, rng: np.random.Generator) -> tuple[int, Vector]:
     """Choose by `greedy_propensities`; a unique best arm with ε = 0 needs no random draw."""
     values = score.tolist()
-    k = len(values)
     top = max(values)
-    floor = top - TIE_RTOL * max(1.0, abs(top))
-    if epsilon == 0.0 and sum(v >= floor for v in values) == 1:
-        best = values.index(top)
-        onehot = [0.0] * k
-        onehot[best] = 1.0
-        return best, np.array(onehot)
+    if epsilon == 0.0:
+        floor = top - TIE_RTOL * max(1.0, abs(top))
+        if len([v for v in values if v >= floor]) == 1:
+            best = values.index(top)
+            return best, one_hot(len(values), best)
     propensity = greedy_propensities(score, epsilon)
     return draw(propensity, rng), propensity
+
+
+@functools.lru_cache(maxsize=4096)
+def one_hot(k: int, index: int) -> Vector:
+    """The read-only propensity vector of a sure choice (shared: built once per (k, index))."""
+    out = np.zeros(k)
+    out[index] = 1.0
+    out.setflags(write=False)
+    return out
 
 
 def draw(probabilities: Vector, rng: np.random.Generator) -> int:

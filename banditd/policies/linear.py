@@ -112,23 +112,45 @@ def decay(state: ArmState, factor: float) -> ArmState:
 
 @dataclass(frozen=True, slots=True)
 class Stack:
-    """K arm states stacked for vectorised scoring: a_inv (K, d, d), theta (K, d)."""
+    """K arm states stacked for vectorised scoring.
 
-    a_inv: npt.NDArray[np.float64]
-    theta: npt.NDArray[np.float64]
+    rows (K, d+1, d): arm k's A⁻¹ in rows[k, :d] and its θ in rows[k, d], so one batched
+    matrix-vector product gives every arm's A⁻¹x and θ·x together (`linucb.stacked_scores`).
+    """
+
+    rows: npt.NDArray[np.float64]
+
+    @property
+    def a_inv(self) -> npt.NDArray[np.float64]:
+        """(K, d, d), a view."""
+        return self.rows[:, :-1]
+
+    @property
+    def theta(self) -> npt.NDArray[np.float64]:
+        """(K, d), a view."""
+        return self.rows[:, -1]
 
 
 def stack(states: Sequence[ArmState]) -> Stack:
-    return Stack(np.stack([s.a_inv for s in states]), np.stack([s.theta for s in states]))
+    dim = states[0].dim
+    rows = np.empty((len(states), dim + 1, dim))
+    for i, state in enumerate(states):
+        rows[i, :dim] = state.a_inv
+        rows[i, dim] = state.theta
+    return Stack(rows)
 
 
-def restack(old: Stack, previous: Sequence[ArmState], states: Sequence[ArmState]) -> Stack:
-    """`stack(states)`, reusing `old` (built from `previous`) and copying only changed rows."""
+def restack(block: Stack, previous: Sequence[ArmState], states: Sequence[ArmState]) -> bool:
+    """Turn `block` (built from `previous`) into `stack(states)` in place, copying only the rows
+    of states that changed (by identity: states are immutable). True if any row changed."""
+    rows = block.rows
+    changed = False
     for i, (was, now) in enumerate(zip(previous, states, strict=True)):
         if was is not now:
-            old.a_inv[i] = now.a_inv
-            old.theta[i] = now.theta
-    return old
+            rows[i, :-1] = now.a_inv
+            rows[i, -1] = now.theta
+            changed = True
+    return changed
 
 
 def batch_solve(xs: npt.NDArray[np.float64], rs: Vector, l2: float) -> tuple[Matrix, Vector]:

@@ -53,14 +53,33 @@ def scores(
         block = stacked if stacked is not None else stack(states)
         x0 = xs[0]
         if all(x is x0 for x in xs):  # disjoint arms, one context vector
-            var = (block.a_inv @ x0) @ x0
-            estimate = block.theta @ x0
+            return stacked_scores(block, x0, alpha)
         else:
             x_mat = np.stack(xs)
             var = np.einsum("kij,ki,kj->k", block.a_inv, x_mat, x_mat)
             estimate = np.einsum("ki,ki->k", block.theta, x_mat)
     bonus = alpha * np.sqrt(np.maximum(var, 0.0))
     return np.asarray(estimate, dtype=np.float64), np.asarray(bonus, dtype=np.float64)
+
+
+def stacked_scores(block: Stack, x: Vector, alpha: float) -> tuple[Vector, Vector]:
+    """`scores` for disjoint arms sharing one context x: (θ_k·x, α·sqrt(xᵀA_k⁻¹x)) for every k.
+
+    One batched product y = rows @ x gives A_k⁻¹x in y[k, :d] and θ_k·x in y[k, d].
+    """
+    y = block.rows @ x
+    var = y[:, :-1] @ x
+    return y[:, -1], alpha * np.sqrt(np.maximum(var, 0.0))
+
+
+def choose_stacked(
+    block: Stack, x: Vector, penalty: Vector, params: LinUCBParams, rng: np.random.Generator
+) -> Choice:
+    """`choose` for disjoint arms sharing one context vector, their states already stacked."""
+    estimate, bonus = stacked_scores(block, x, params.alpha)
+    score = estimate + bonus - penalty
+    index, propensity = greedy(score, params.epsilon, rng)
+    return Choice(index, estimate, bonus, penalty, score, propensity)
 
 
 def choose(

@@ -26,6 +26,7 @@ from scipy.special import ndtr, ndtri
 from banditd.policies.choice import Choice, draw, greedy_propensities
 from banditd.policies.linear import ArmState, Stack, Vector
 from banditd.policies.linucb import scores as ucb_scores
+from banditd.policies.linucb import stacked_scores
 
 # Standard-normal quantiles used to place grid points around each arm (dense in the centre).
 _QUANTILES = ndtri((np.arange(16) + 0.5) / 16.0)  # 16: max abs error < 1e-3 vs a 4,000-point grid
@@ -101,6 +102,21 @@ def choose(
 ) -> Choice:
     """Sample each candidate's value from its posterior marginal and take the best."""
     estimate, width = ucb_scores(states, xs, 1.0, stacked)
+    return _sample(estimate, width, penalty, params, rng)
+
+
+def choose_stacked(
+    block: Stack, x: Vector, penalty: Vector, params: ThompsonParams, rng: np.random.Generator
+) -> Choice:
+    """`choose` for disjoint arms sharing one context vector, their states already stacked."""
+    estimate, width = stacked_scores(block, x, 1.0)
+    return _sample(estimate, width, penalty, params, rng)
+
+
+def _sample(
+    estimate: Vector, width: Vector, penalty: Vector, params: ThompsonParams,
+    rng: np.random.Generator,
+) -> Choice:  # fmt: skip
     std = params.v * width
     bonus = std * rng.standard_normal(estimate.shape[0])
     score = estimate + bonus - penalty

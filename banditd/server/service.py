@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -29,7 +29,8 @@ from banditd.errors import (
     InvalidRequestError,
     StateUnavailableError,
 )
-from banditd.router import FeedbackResult, Router, RouteResult, policy_of
+from banditd.policies.choice import one_hot
+from banditd.router import FeedbackResult, Router, RouteResult, zeros
 from banditd.server.metrics import Metrics
 from banditd.server.request_log import request_fields
 from banditd.types import Candidate, Context, Outcome
@@ -65,21 +66,23 @@ async def _abort(ctx: grpc.aio.ServicerContext[Any, Any], exc: BanditdError) -> 
 
 
 def to_context(msg: pb.Context) -> Context:
-    if len(msg.text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+    """The request's context; its maps and lists are protobuf's own (read-only Mappings and
+    Sequences), not copies: the extractors read them once."""
+    text = msg.text
+    # A character takes 1-4 bytes in UTF-8: only a long text needs encoding to be measured.
+    if len(text) * 4 > MAX_TEXT_BYTES and len(text.encode("utf-8", "surrogatepass")) > (
+        MAX_TEXT_BYTES
+    ):
         raise InvalidRequestError(f"context.text is over {MAX_TEXT_BYTES} bytes")
-    return Context(
-        text=msg.text,
-        features=dict(msg.features),
-        categorical=dict(msg.categorical),
-        embedding=tuple(msg.embedding),
-    )
+    return Context(text, msg.features, msg.categorical, msg.embedding)
+
+
+_candidate = Candidate._make
 
 
 def to_candidates(msgs: Any) -> list[Candidate]:
-    return [
-        Candidate(c.id, tuple(c.features) if c.features else (), c.cost, c.expected_latency_ms)
-        for c in msgs
-    ]
+    """One tuple per candidate (features stay protobuf's repeated field: a Sequence)."""
+    return list(map(_candidate, [(c.id, c.features, c.cost, c.expected_latency_ms) for c in msgs]))
 
 
 def to_route_response(result: RouteResult) -> pb.RouteResponse:
@@ -104,17 +107,27 @@ def to_route_response(result: RouteResult) -> pb.RouteResponse:
         feedback_deadline_unix_s=result.deadline,
     )
     # scores.add builds each ArmScore in place (a list passed to the constructor is copied);
-    # tolist() converts each array to Python floats in one call.
+    # tolist() converts each array to Python floats in one call. Fields that are zero for
+    # every arm (no price: penalty; a sure choice: every propensity but one) are not passed:
+    # proto3 leaves them unset either way, and each keyword costs.
     add = response.scores.add
-    for arm, estimate, bonus, penalty, score, propensity, pulls in zip(
+    columns = zip(
         result.candidates, choice.estimate.tolist(), choice.bonus.tolist(),
-        choice.penalty.tolist(), choice.score.tolist(), choice.propensity.tolist(),
-        result.pulls, strict=True,
-    ):  # fmt: skip
-        add(
-            arm_id=arm, estimate=estimate, bonus=bonus, penalty=penalty, score=score,
-            propensity=propensity, pulls=pulls,
-        )  # fmt: skip
+        choice.score.tolist(), result.pulls, strict=True,
+    )  # fmt: skip
+    penalty, propensity = choice.penalty, choice.propensity
+    if penalty is zeros(len(penalty)) and propensity is one_hot(len(propensity), choice.index):
+        for arm, estimate, bonus, score, pulls in columns:
+            add(arm_id=arm, estimate=estimate, bonus=bonus, score=score, pulls=pulls)
+        response.scores[choice.index].propensity = 1.0
+    else:
+        for (arm, estimate, bonus, score, pulls), pen, prop in zip(
+            columns, penalty.tolist(), propensity.tolist(), strict=True
+        ):
+            add(
+                arm_id=arm, estimate=estimate, bonus=bonus, penalty=pen, score=score,
+                propensity=prop, pulls=pulls,
+            )  # fmt: skip
     return response
 
 
@@ -307,9 +320,8 @@ class RouterService(pb_grpc.RouterServicer):
     ) -> pb.FeedbackResponse:
         started = time.perf_counter()
         reward = request.reward if request.HasField("reward") else None
-        metrics: Mapping[str, float] = dict(request.metrics)
         try:
-            result = await self._router.feedback(request.decision_id, reward, metrics)
+            result = await self._router.feedback(request.decision_id, reward, request.metrics)
         except BanditdError as exc:
             error = str(exc)
             self._count_unjoined(exc)
@@ -329,7 +341,7 @@ class RouterService(pb_grpc.RouterServicer):
         """Count the outcome; an applied reward moves the policy's model version gauge."""
         self._hot.outcome(result.outcome.value)
         if result.outcome is Outcome.APPLIED:
-            self._hot.versions[policy_of(decision_id)] = result.model_version  # the gauge
+            self._hot.versions[result.policy] = result.model_version  # the gauge
 
     def _count_unjoined(self, exc: BanditdError) -> None:
         if isinstance(exc, DecisionNotFoundError):

@@ -110,7 +110,8 @@ class InMemoryModelStore:
         self, decision_id: DecisionId, reward: float, now: float, spec: ModelSpec
     ) -> Settlement:
         pending = self._pending.get(decision_id)
-        tomb = self._tombstones.get(decision_id)
+        # A decision is pending or has a tombstone, never both.
+        tomb = None if pending is not None else self._tombstones.get(decision_id)
         verdict = join(pending, tomb, now)
         if verdict is Verdict.APPLY:
             assert pending is not None

@@ -147,7 +147,9 @@ def test_restack_copies_only_changed_rows_and_equals_a_fresh_stack() -> None:
     block = linear.stack(states)
     updated = list(states)
     updated[2] = linear.update(states[2], rng.normal(size=3), 1.0)
-    patched = linear.restack(block, states, updated)
+    assert not linear.restack(block, states, states)  # nothing changed
+    assert linear.restack(block, states, updated)
     fresh = linear.stack(updated)
-    np.testing.assert_array_equal(patched.a_inv, fresh.a_inv)
-    np.testing.assert_array_equal(patched.theta, fresh.theta)
+    np.testing.assert_array_equal(block.rows, fresh.rows)
+    np.testing.assert_array_equal(block.a_inv[2], updated[2].a_inv)
+    np.testing.assert_array_equal(block.theta[2], updated[2].theta)

@@ -1,9 +1,9 @@
 """Policy math: decisions+updates per second and regret on one synthetic stream, next to peers.
 
 Contenders (all on the same arrays, see bench/stream.py; d=32, K=16; α = v = 0.5, λ = 1):
-  banditd LinUCB / Thompson   banditd.policies.{linucb,thompson}.choose + linear.update, with
-                              the arms' A⁻¹ and θ kept stacked (K, d, d) and the updated arm's
-                              row overwritten, as the Router's cache does (linear.restack)
+  banditd LinUCB / Thompson   banditd.policies.{linucb,thompson}.choose_stacked + linear.update,
+                              with the arms' A⁻¹ and θ kept stacked (K, d+1, d) and the updated
+                              arm's row overwritten, as the Router's cache does (linear.restack)
   banditd Router ...          the full in-process decision path: Router.route + Router.feedback
                               over InMemoryModelStore (validation, pending log, join, update)
   MABWiser LinUCB / LinTS     predict(ctx[None]) then partial_fit([a], [r], ctx[None])
@@ -88,7 +88,7 @@ def banditd_policy(algorithm: str) -> Callable[[Stream, float], tuple[F64, float
         rng = np.random.default_rng(SEED)
         ucb = linucb.LinUCBParams(ALPHA, L2)
         ts = thompson.ThompsonParams(V, L2)
-        choose = linucb.choose if algorithm == "linucb" else thompson.choose
+        choose = linucb.choose_stacked if algorithm == "linucb" else thompson.choose_stacked
         params = ucb if algorithm == "linucb" else ts
 
         block = linear.stack(states)
@@ -99,7 +99,7 @@ def banditd_policy(algorithm: str) -> Callable[[Stream, float], tuple[F64, float
 
         def step(t: int) -> int:
             x = x_all[t]
-            choice = choose(states, [x] * k, penalty, params, rng, block)  # type: ignore[arg-type]
+            choice = choose(block, x, penalty, params, rng)  # type: ignore[arg-type]
             arm = choice.index
             states[arm] = linear.update(states[arm], x, r_all[t, arm])
             block.a_inv[arm], block.theta[arm] = states[arm].a_inv, states[arm].theta

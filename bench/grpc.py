@@ -253,24 +253,29 @@ def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -
     }  # fmt: skip
 
 
+EVICT_MB = 4.0  # swept between the cold handler's round trips: about this VM's L2 + L3 share
+
+
 def print_decomposition(
-    rows: Sequence[dict[str, object]], handler: dict[str, object], plan: Plan
+    rows: Sequence[dict[str, object]], handler: dict[str, object], cold: dict[str, object]
 ) -> None:
     """Server CPU per round trip under load: daemon ≈ echo (gRPC's share) + handler (ours)."""
     cpu = {str(r["server"]): float(r[LOADED_CPU]) for r in rows}  # type: ignore[arg-type]
     ours = float(handler["pair_cpu_us"])  # type: ignore[arg-type]
+    chilled = float(cold["pair_us"])  # type: ignore[arg-type]
     print(
         f"  handler alone (RouterService.Route+Feedback in-process, no gRPC, CPU0):"
-        f" {ours:,.0f} µs CPU per round trip ({float(handler['pair_us']):,.0f} µs wall;"  # type: ignore[arg-type]
-        f" median of {handler['chunks']} chunks of {handler['calls_per_chunk']})"
+        f" {ours:,.0f} µs CPU per round trip in a hot loop ({float(handler['pair_us']):,.0f} µs"  # type: ignore[arg-type]
+        f" wall; median of {handler['chunks']} chunks of {handler['calls_per_chunk']});"
+        f" {chilled:,.0f} µs with cold caches ({cold['evict_mb']:g} MB of other memory swept"
+        f" before each of {cold['calls']} round trips, each timed alone)"
     )
     if "banditd" in cpu and "echo aio" in cpu:
-        rest = cpu["banditd"] - cpu["echo aio"] - ours
+        rest = cpu["banditd"] - cpu["echo aio"] - chilled
         print(
             f"  server CPU µs per round trip under load: banditd {cpu['banditd']:,.0f}"
-            f" ≈ echo aio {cpu['echo aio']:,.0f} (gRPC) + handler {ours:,.0f} + rest {rest:,.0f}"
-            " (rest: not split by this bench; the handler's calls run slower between RPCs than"
-            " in a hot loop, see docs/bench.md)"
+            f" ≈ echo aio {cpu['echo aio']:,.0f} (gRPC) + cold handler {chilled:,.0f}"
+            f" + rest {rest:,.0f}"
         )
 
 
@@ -319,12 +324,12 @@ def run_shape(
         if "banditd" in targets:
             config = workdir / "handler.toml"
             config.write_text(daemon_config(0, dim, arms, algorithm, store, url))
-            result["handler"] = run_client(
-                ["handler", "--config", str(config), "--dim", str(dim), "--arms", str(arms),
-                 "--calls", str(100 if plan is QUICK else 500),
-                 "--chunks", str(1 if plan is QUICK else 7)],
-                cpu=SERVER_CPU,
-            )  # fmt: skip
+            argv = ["handler", "--config", str(config), "--dim", str(dim), "--arms", str(arms),
+                    "--calls", str(100 if plan is QUICK else 500),
+                    "--chunks", str(1 if plan is QUICK else 7)]  # fmt: skip
+            result["handler"] = run_client(argv, cpu=SERVER_CPU)
+            cold = [*argv, "--evict-mb", str(EVICT_MB)]
+            result["handler_cold"] = run_client(cold, cpu=SERVER_CPU)
             if profile:
                 result["profile"] = profile_daemon(daemon, targets["banditd"], plan, shape)
     finally:
@@ -345,7 +350,7 @@ def run_shape(
         target = "" if unjudged else " (target ≥ 50% of the echo ceiling)"
         print(f"  {label}: {100 * ratio:.0f}%{target}")
     if "handler" in result:
-        print_decomposition(summary["conc_rows"], result["handler"], plan)  # type: ignore[arg-type]
+        print_decomposition(summary["conc_rows"], result["handler"], result["handler_cold"])  # type: ignore[arg-type]
     print(flush=True)
     if "profile" in result:
         profiler.show(result["profile"], skip=_LOOP_FRAMES)  # type: ignore[arg-type]

@@ -13,7 +13,10 @@ conc:  a grpc.aio client on one channel, M workers each looping round trips: rou
        latency is the Route's alone.
 redis: bare redis-py round trips (GET/SET of 64 B and of one d=32 arm state, EVALSHA).
 handler: the daemon's own servicer (RouterService.Route + Feedback) called in-process on
-       deserialised requests, no gRPC: what the daemon adds on top of the echo's work.
+       deserialised requests, no gRPC: what the daemon adds on top of the echo's work. With
+       --evict-mb M > 0, M MB of unrelated memory is swept between round trips (as gRPC's core
+       and the event loop do between a server's handler calls) and each round trip is timed
+       alone: the handler's cost with cold caches.
 """
 
 from __future__ import annotations
@@ -190,7 +193,9 @@ def redis_round_trips(url: str, calls: int, warmup: int, dim: int) -> dict[str, 
     return out
 
 
-def handler(config: str, dim: int, arms: int, calls: int, chunks: int) -> dict[str, object]:
+def handler(
+    config: str, dim: int, arms: int, calls: int, chunks: int, evict_mb: float = 0.0
+) -> dict[str, object]:
     """µs per Route+Feedback through RouterService in-process (wall and CPU), over chunks."""
     from pathlib import Path
 
@@ -219,6 +224,8 @@ def handler(config: str, dim: int, arms: int, calls: int, chunks: int) -> dict[s
                 cpu_per_pair.append((time.process_time() - cpu) / calls)
         return per_pair, cpu_per_pair
 
+    if evict_mb > 0:
+        return _cold_handler(service, pool, rnd, calls * chunks, evict_mb)
     per_pair, cpu_per_pair = asyncio.run(run())
     return {
         "pair_us": 1e6 * statistics.median(per_pair),
@@ -229,6 +236,37 @@ def handler(config: str, dim: int, arms: int, calls: int, chunks: int) -> dict[s
     }
 
 
+def _cold_handler(
+    service: object, pool: list[pb.RouteRequest], rnd: random.Random, calls: int, evict_mb: float
+) -> dict[str, object]:
+    """Each round trip timed alone, after sweeping `evict_mb` MB of other memory."""
+    import numpy as np
+
+    sweep = np.ones(max(1, int(evict_mb * 2**20 / 8)))
+    objects = [{"i": i} for i in range(int(evict_mb * 2**20 / 256))]  # Python objects too
+
+    async def run(n: int) -> list[float]:
+        out = []
+        for i in range(n):
+            sweep.sum()
+            for obj in objects[::4]:
+                obj.get("i")
+            t0 = time.perf_counter()
+            response = await service.Route(pool[i % POOL], None)  # type: ignore[attr-defined]
+            feedback = pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random())
+            await service.Feedback(feedback, None)  # type: ignore[attr-defined]
+            out.append(time.perf_counter() - t0)
+        return out
+
+    asyncio.run(run(POOL))  # warm-up: every request shape seen once
+    samples = asyncio.run(run(calls))
+    return {
+        "pair_us": 1e6 * statistics.median(samples),
+        "evict_mb": evict_mb,
+        "calls": calls,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
     parser.add_argument("mode", choices=("seq", "conc", "redis", "handler"))
@@ -236,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--url", default="")
     parser.add_argument("--config", default="", help="daemon TOML (handler mode)")
     parser.add_argument("--chunks", type=int, default=5)
+    parser.add_argument("--evict-mb", type=float, default=0.0, help="handler: cold caches")
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--arms", type=int, default=16)
     parser.add_argument("--calls", type=int, default=1000)
@@ -260,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         )
     elif args.mode == "handler":
-        result = handler(args.config, args.dim, args.arms, args.calls, args.chunks)
+        result = handler(args.config, args.dim, args.arms, args.calls, args.chunks, args.evict_mb)
     else:
         result = redis_round_trips(args.url, args.calls, args.warmup, args.dim)
     json.dump(result, sys.stdout)

@@ -52,7 +52,7 @@ class Plan:
     batch: int  # rewards per FeedbackBatch in the batched loaded run
 
 
-FULL = Plan(repeats=3, calls=800, seconds=2.0, warmup_seconds=0.5, inflight=64, batch=32)
+FULL = Plan(repeats=5, calls=800, seconds=2.0, warmup_seconds=0.5, inflight=64, batch=32)
 QUICK = Plan(repeats=1, calls=100, seconds=0.5, warmup_seconds=0.2, inflight=32, batch=16)
 
 

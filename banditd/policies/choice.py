@@ -27,6 +27,9 @@ class Choice:
     penalty: Vector
     score: Vector
     propensity: Vector
+    # (estimate, bonus, score) as Python floats, when the policy computed them that way: the
+    # response builder then skips three conversions. None: use the arrays.
+    floats: tuple[list[float], list[float], list[float]] | None = None
 
 
 def greedy_propensities(score: Vector, epsilon: float) -> Vector:
@@ -43,14 +46,20 @@ def greedy_propensities(score: Vector, epsilon: float) -> Vector:
 
 def greedy(score: Vector, epsilon: float, rng: np.random.Generator) -> tuple[int, Vector]:
     """Choose by `greedy_propensities`; a unique best arm with ε = 0 needs no random draw."""
-    values = score.tolist()
+    return greedy_values(score.tolist(), score, epsilon, rng)
+
+
+def greedy_values(
+    values: list[float], score: Vector | None, epsilon: float, rng: np.random.Generator
+) -> tuple[int, Vector]:
+    """`greedy` on the scores as Python floats (`score`: the same as an array, if at hand)."""
     top = max(values)
     if epsilon == 0.0:
         floor = top - TIE_RTOL * max(1.0, abs(top))
         if len([v for v in values if v >= floor]) == 1:
             best = values.index(top)
             return best, one_hot(len(values), best)
-    propensity = greedy_propensities(score, epsilon)
+    propensity = greedy_propensities(np.array(values) if score is None else score, epsilon)
     return draw(propensity, rng), propensity
 
 

@@ -111,10 +111,10 @@ def to_route_response(result: RouteResult) -> pb.RouteResponse:
     # every arm (no price: penalty; a sure choice: every propensity but one) are not passed:
     # proto3 leaves them unset either way, and each keyword costs.
     add = response.scores.add
-    columns = zip(
-        result.candidates, choice.estimate.tolist(), choice.bonus.tolist(),
-        choice.score.tolist(), result.pulls, strict=True,
+    estimates, bonuses, scores = choice.floats or (
+        choice.estimate.tolist(), choice.bonus.tolist(), choice.score.tolist(),
     )  # fmt: skip
+    columns = zip(result.candidates, estimates, bonuses, scores, result.pulls, strict=True)
     penalty, propensity = choice.penalty, choice.propensity
     if penalty is zeros(len(penalty)) and propensity is one_hot(len(propensity), choice.index):
         for arm, estimate, bonus, score, pulls in columns:

@@ -99,7 +99,10 @@ class InMemoryModelStore:
                 " send feedback, shorten reward_wait_s or raise store.max_pending"
             )
         self._pending[decision.decision_id] = decision
-        heapq.heappush(self._deadlines, (decision.deadline, decision.decision_id))
+        deadlines = self._deadlines
+        if len(deadlines) >= 2 * len(self._pending) + 1024:
+            self._compact_deadlines()
+        heapq.heappush(deadlines, (decision.deadline, decision.decision_id))
 
     async def settle(
         self, decision_id: DecisionId, reward: float, now: float, spec: ModelSpec
@@ -210,6 +213,23 @@ class InMemoryModelStore:
         model.arms[arm] = linear.update(state, pending.x, reward)
         model.version += 1
         return model.version
+
+    def _compact_deadlines(self) -> None:
+        """Drop the heap entries of decisions already settled by feedback (in place).
+
+        Feedback leaves a decision's entry in the heap (removing it would cost O(n)); without
+        this, the heap would hold one entry per decision of the last reward_wait_s, however
+        few are pending. Run when at least half the heap is stale, so it costs O(1) amortised
+        per Route and the heap stays under 2 × pending + 1024 entries.
+        """
+        pending = self._pending
+        self._deadlines[:] = [entry for entry in self._deadlines if entry[1] in pending]
+        heapq.heapify(self._deadlines)
+
+    @property
+    def deadline_entries(self) -> int:
+        """Entries in the expiry heap (pending decisions plus not yet compacted settled ones)."""
+        return len(self._deadlines)
 
     def _prune_tombstones(self, now: float) -> None:
         horizon = now - self._tombstone_ttl_s

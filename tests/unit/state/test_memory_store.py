@@ -122,3 +122,18 @@ async def test_pending_is_bounded() -> None:
     await store.record(pending(1))
     with pytest.raises(StateUnavailableError, match="max_pending"):
         await store.record(pending(2))
+
+
+def test_expiry_heap_stays_bounded_by_pending_decisions() -> None:
+    """Settled decisions' heap entries are compacted away; the unsettled ones still expire."""
+    store = InMemoryModelStore()
+    for i in range(20_000):
+        store.record_now(pending(i, wait=3600.0))
+        if i % 100:  # 99 of every 100 get their reward
+            assert store.settle_now(f"p:{i}", 1.0, 101.0, SPEC).outcome is Outcome.APPLIED
+    assert store.pending_count == 200
+    assert store.deadline_entries <= 2 * store.pending_count + 1024
+    expired = store.expire_now(100.0 + 3601.0, 10_000, {"p": SPEC})
+    assert sorted(s.decision_id for s in expired) == sorted(f"p:{i}" for i in range(0, 20_000, 100))
+    assert all(s.outcome is Outcome.DEFAULTED for s in expired)
+    assert store.pending_count == 0

@@ -99,6 +99,8 @@ class RedisModelStore:
         self._keys = keys.Keys(self._p.prefix)
         self._settle = client.register_script(_script("settle.lua"))
         self._record = client.register_script(_script("record.lua"))
+        self._load = client.register_script(_script("load.lua"))
+        self._fields: dict[tuple[str, tuple[ArmId, ...]], tuple[str, str, str, str]] = {}
         self._cache: dict[ModelKey, dict[ArmId, _Cached]] = {}
         self._versions: dict[ModelKey, int] = {}
         self._buffer: dict[DecisionId, PendingDecision] = {}
@@ -160,58 +162,61 @@ class RedisModelStore:
         return linear.shared_prior(spec.dim, spec.l2)
 
     async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
-        """One HMGET of stamps; a second HMGET only for arms whose stamp changed."""
-        model = self._keys.model(key.policy)
-        fields = [keys.version_field(key.segment), keys.fingerprint_field(key.segment)]
-        fields += [keys.stamp_field(key.segment, arm) for arm in arms]
-        try:
-            version_raw, fp_raw, *stamps_raw = await self.call(
-                lambda: self._redis.hmget(model, fields)
-            )
-        except StateUnavailableError:
-            return self._degraded(key, arms, spec)
-        if fp_raw is not None:
-            check_fingerprint(key, fp_raw.decode(), spec)
+        """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved."""
         cache = self._cache.get(key)
         if cache is None:
             cache = self._cache[key] = {}
             while len(self._cache) > self._p.max_cached_models:
                 self._cache.pop(next(iter(self._cache)))  # oldest first
-        stamps = [None if raw is None else int(raw) for raw in stamps_raw]
-        stale = [
-            arm
-            for arm, stamp in zip(arms, stamps, strict=True)
-            if stamp is not None
-            and (arm not in cache or cache[arm].stamp < stamp or cache[arm].state.l2 != spec.l2)
-        ]
-        if stale:
-            sums_key = self._keys.sums(key.policy)
-            names = [keys.sums_field(key.segment, arm) for arm in stale]
-            try:
-                blobs = await self.call(lambda: self._redis.hmget(sums_key, names))
-            except StateUnavailableError:
-                return self._degraded(key, arms, spec)
-            self.stats.fetches += 1
-            for arm, blob in zip(stale, blobs, strict=True):
-                if blob is None:  # reset between the two reads
-                    cache.pop(arm, None)
-                    continue
-                self.stats.bytes_in += len(blob)
-                sums = codec.decode_sums(blob)
-                state = linear.from_sums(sums.s, sums.b, sums.n, spec.l2)
-                cache[arm] = _Cached(sums.stamp, state)
+        held = ",".join([
+            str(c.stamp) if (c := cache.get(arm)) is not None and c.state.l2 == spec.l2 else "-1"
+            for arm in arms
+        ])  # fmt: skip
+        k = [self._keys.model(key.policy), self._keys.sums(key.policy)]
+        args = [*self._load_fields(key.segment, tuple(arms)), held]
+        try:
+            version_raw, fp_raw, stamps_raw, blobs = await self.call(
+                lambda: self._load(keys=k, args=args)
+            )
+        except StateUnavailableError:
+            return self._degraded(key, arms, spec)
+        if fp_raw is not None:
+            check_fingerprint(key, fp_raw.decode(), spec)
         prior = self._prior(spec)
         states: dict[ArmId, ArmState] = {}
-        for arm, stamp in zip(arms, stamps, strict=True):
+        fetched = False
+        for arm, stamp, blob in zip(arms, stamps_raw, blobs, strict=True):
             if stamp is None:
                 cache.pop(arm, None)
                 states[arm] = prior
-            else:
-                cached = cache.get(arm)
-                states[arm] = cached.state if cached is not None else prior
+                continue
+            if blob is not None:
+                fetched = True
+                self.stats.bytes_in += len(blob)
+                sums = codec.decode_sums(blob)
+                cache[arm] = _Cached(sums.stamp, linear.from_sums(sums.s, sums.b, sums.n, spec.l2))
+            cached = cache.get(arm)
+            states[arm] = cached.state if cached is not None else prior
+        if fetched:
+            self.stats.fetches += 1
         version = int(version_raw or 0)
         self._versions[key] = version
         return ModelSnapshot(states, version)
+
+    def _load_fields(self, segment: str, arms: tuple[ArmId, ...]) -> tuple[str, str, str, str]:
+        """load.lua's field arguments for (segment, candidates), built once per candidate list."""
+        fields = self._fields.get((segment, arms))
+        if fields is None:
+            fields = (
+                keys.version_field(segment),
+                keys.fingerprint_field(segment),
+                "\n".join(keys.stamp_field(segment, arm) for arm in arms),
+                "\n".join(keys.sums_field(segment, arm) for arm in arms),
+            )
+            if len(self._fields) >= self._p.max_cached_models:
+                self._fields.pop(next(iter(self._fields)))
+            self._fields[(segment, arms)] = fields
+        return fields
 
     def _degraded(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
         """The last cached states (the prior for arms never seen), flagged degraded."""

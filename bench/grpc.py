@@ -262,13 +262,14 @@ def print_decomposition(
     """Server CPU per round trip under load: daemon ≈ echo (gRPC's share) + handler (ours)."""
     cpu = {str(r["server"]): float(r[LOADED_CPU]) for r in rows}  # type: ignore[arg-type]
     ours = float(handler["pair_cpu_us"])  # type: ignore[arg-type]
-    chilled = float(cold["pair_us"])  # type: ignore[arg-type]
+    chilled = float(cold["pair_cpu_us"])  # type: ignore[arg-type]
     print(
         f"  handler alone (RouterService.Route+Feedback in-process, no gRPC, CPU0):"
         f" {ours:,.0f} µs CPU per round trip in a hot loop ({float(handler['pair_us']):,.0f} µs"  # type: ignore[arg-type]
         f" wall; median of {handler['chunks']} chunks of {handler['calls_per_chunk']});"
-        f" {chilled:,.0f} µs with cold caches ({cold['evict_mb']:g} MB of other memory swept"
-        f" before each of {cold['calls']} round trips, each timed alone)"
+        f" {chilled:,.0f} µs CPU with cold caches ({float(cold['pair_us']):,.0f} µs wall;"  # type: ignore[arg-type]
+        f" {cold['evict_mb']:g} MB of other memory swept before each of {cold['calls']} round"
+        " trips, each timed alone)"
     )
     if "banditd" in cpu and "echo aio" in cpu:
         rest = cpu["banditd"] - cpu["echo aio"] - chilled

@@ -245,26 +245,28 @@ def _cold_handler(
     sweep = np.ones(max(1, int(evict_mb * 2**20 / 8)))
     objects = [{"i": i} for i in range(int(evict_mb * 2**20 / 256))]  # Python objects too
 
-    async def run(n: int) -> list[float]:
-        out = []
+    async def run(n: int) -> tuple[list[float], list[float]]:
+        wall, cpu = [], []
         for i in range(n):
             sweep.sum()
             for obj in objects[::4]:
                 obj.get("i")
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             response = await service.Route(pool[i % POOL], None)  # type: ignore[attr-defined]
             feedback = pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random())
             await service.Feedback(feedback, None)  # type: ignore[attr-defined]
-            out.append(time.perf_counter() - t0)
-        return out
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        return wall, cpu
 
-    async def both() -> list[float]:  # one loop: a Redis client is bound to its loop
+    async def both() -> tuple[list[float], list[float]]:  # one loop: a Redis client is bound
         await run(POOL)  # warm-up: every request seen once
         return await run(calls)
 
-    samples = asyncio.run(both())
+    wall, cpu = asyncio.run(both())
     return {
-        "pair_us": 1e6 * statistics.median(samples),
+        "pair_us": 1e6 * statistics.median(wall),
+        "pair_cpu_us": 1e6 * statistics.median(cpu),
         "evict_mb": evict_mb,
         "calls": calls,
     }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import math
 import re
 import secrets
@@ -27,7 +26,7 @@ from banditd.errors import (
     UnknownPolicyError,
 )
 from banditd.policies import linear, linucb, thompson
-from banditd.policies.choice import Choice
+from banditd.policies.choice import Choice, zeros
 from banditd.policies.linear import ArmState, Stack, Vector, interaction
 from banditd.policies.spec import PolicyConfig
 from banditd.types import (
@@ -74,7 +73,7 @@ class FeedbackResult:
     arm: ArmId
     reward: float
     model_version: int
-    policy: str = ""
+    policy: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +95,6 @@ def model_spec(policy: PolicyConfig, dim: int, fingerprint: str = "") -> ModelSp
         default_reward=policy.default_reward,
         fingerprint=f"{policy.model}:{policy.arm_features}:{fingerprint}",
     )
-
-
-@functools.lru_cache(maxsize=256)
-def zeros(k: int) -> Vector:
-    """A read-only vector of k zeros (the penalty of candidates nobody prices), shared."""
-    out = np.zeros(k)
-    out.setflags(write=False)
-    return out
 
 
 def new_decision_id(policy: str) -> str:
@@ -239,19 +230,16 @@ class Router:
             penalty = penalty + self._pager.penalty(residency, ids, paging)
         stacked, pulls = (None, None) if shared else self._stacked(key, ids, states)
         params = policy.params
-        if stacked is not None:
-            choose = (
-                linucb.choose_stacked
-                if isinstance(params, linucb.LinUCBParams)
-                else thompson.choose_stacked
-            )
-            choice = choose(stacked, x, penalty, params, self._rng)  # type: ignore[arg-type]
-        else:
+        if stacked is None:  # a shared model, or a single candidate
             xs = xs if shared else [x]
             if isinstance(params, linucb.LinUCBParams):
                 choice = linucb.choose(states, xs, penalty, params, self._rng)
             else:
                 choice = thompson.choose(states, xs, penalty, params, self._rng)
+        elif isinstance(params, linucb.LinUCBParams):
+            choice = linucb.choose_stacked(stacked, x, penalty, params, self._rng)
+        else:
+            choice = thompson.choose_stacked(stacked, x, penalty, params, self._rng)
         if self._pager is not None and paging is not None:
             choice = self._pager.explore(paging, replica, residency, ids, choice, self._rng)
         now = self._clock.now()

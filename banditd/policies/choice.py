@@ -63,6 +63,14 @@ def greedy_values(
     return draw(propensity, rng), propensity
 
 
+@functools.lru_cache(maxsize=256)
+def zeros(k: int) -> Vector:
+    """A read-only vector of k zeros (the penalty of candidates nobody prices), shared."""
+    out = np.zeros(k)
+    out.setflags(write=False)
+    return out
+
+
 @functools.lru_cache(maxsize=4096)
 def one_hot(k: int, index: int) -> Vector:
     """The read-only propensity vector of a sure choice (shared: built once per (k, index))."""

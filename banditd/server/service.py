@@ -29,8 +29,8 @@ from banditd.errors import (
     InvalidRequestError,
     StateUnavailableError,
 )
-from banditd.policies.choice import one_hot
-from banditd.router import FeedbackResult, Router, RouteResult, zeros
+from banditd.policies.choice import one_hot, zeros
+from banditd.router import FeedbackResult, Router, RouteResult
 from banditd.server.metrics import Metrics
 from banditd.server.request_log import request_fields
 from banditd.types import Candidate, Context, Outcome
@@ -330,14 +330,14 @@ class RouterService(pb_grpc.RouterServicer):
                 lambda: {"decision_id": request.decision_id, "error": error},
             )  # fmt: skip
             await _abort(context, exc)
-        self._count_joined(request.decision_id, result)
+        self._count_joined(result)
         self._done("Feedback", context, started, grpc.StatusCode.OK, lambda: {
             "decision_id": request.decision_id, "outcome": result.outcome.value,
             "arm": result.arm, "reward": result.reward, "model_version": result.model_version,
         })  # fmt: skip
         return to_feedback_response(result)
 
-    def _count_joined(self, decision_id: str, result: FeedbackResult) -> None:
+    def _count_joined(self, result: FeedbackResult) -> None:
         """Count the outcome; an applied reward moves the policy's model version gauge."""
         self._hot.outcome(result.outcome.value)
         if result.outcome is Outcome.APPLIED:
@@ -377,7 +377,7 @@ class RouterService(pb_grpc.RouterServicer):
                     error=str(outcome))  # fmt: skip
                 failed += 1
             else:
-                self._count_joined(item.decision_id, outcome)
+                self._count_joined(outcome)
                 add(decision_id=item.decision_id, response=to_feedback_response(outcome))
         self._done("FeedbackBatch", context, started, grpc.StatusCode.OK, lambda: {
             "items": len(items), "failed": failed,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from banditd.api.v1 import bandit_pb2 as pb
-from banditd.policies.choice import Choice, one_hot
-from banditd.router import RouteResult, zeros
+from banditd.policies.choice import Choice, one_hot, zeros
+from banditd.router import RouteResult
 from banditd.server.service import to_route_response
 
 

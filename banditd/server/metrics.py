@@ -64,14 +64,6 @@ class HotStats(Collector):
     def outcome(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
-    def sample(self, name: str, **labels: str) -> float:
-        """One series' current value, as a scrape would show it (0 if never counted)."""
-        for family in self.collect():
-            for s in family.samples:
-                if s.name == name and s.labels == labels:
-                    return float(s.value)
-        return 0.0
-
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "banditd_rpc_requests", "RPCs by method and gRPC status code", labels=["rpc", "code"]

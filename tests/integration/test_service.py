@@ -30,7 +30,8 @@ async def test_route_then_feedback_round_trip(stub: pb_grpc.RouterStub, daemon: 
     fb = await stub.Feedback(feedback_request(resp.decision_id, 1.0))
     assert fb.status == pb.FEEDBACK_STATUS_APPLIED
     assert (fb.arm_id, fb.reward, fb.model_version) == (resp.arm_id, 1.0, 1)
-    assert daemon.metrics.hot.sample("banditd_model_version", policy="chat") == 1  # no Route yet
+    sample = daemon.metrics.registry.get_sample_value
+    assert sample("banditd_model_version", {"policy": "chat"}) == 1  # before any Route
     again = await stub.Route(route_request("chat", ARMS, features={"x1": 0.2}))
     assert again.model_version == 1
 
@@ -234,7 +235,7 @@ async def test_feedback_batch_applies_each_item_once_and_reports_each_error(
     assert "unknown" in results[2].error
     assert after.model_version == 2  # two rewards applied, once each
     outcomes = [
-        daemon.metrics.hot.sample("banditd_feedback_outcomes_total", outcome=o)
+        daemon.metrics.registry.get_sample_value("banditd_feedback_outcomes_total", {"outcome": o})
         for o in ("applied", "unknown")
     ]
     assert outcomes == [2, 1]

@@ -38,8 +38,8 @@ def test_decisions_outcomes_versions_and_degraded_are_exported() -> None:
     assert sample("banditd_model_version", {"policy": "chat"}) == 4
     assert sample("banditd_degraded") == 1
     assert sample("banditd_feedback_outcomes_total", {"outcome": "applied"}) == 2
-    assert m.hot.sample("banditd_feedback_outcomes_total", outcome="unknown") == 1
-    assert m.hot.sample("banditd_feedback_outcomes_total", outcome="expired") == 0
+    assert sample("banditd_feedback_outcomes_total", {"outcome": "unknown"}) == 1
+    assert sample("banditd_feedback_outcomes_total", {"outcome": "expired"}) is None
     text = generate_latest(m.registry).decode()
     assert "# TYPE banditd_rpc_latency_seconds histogram" in text
     assert 'banditd_decisions_total{policy="chat"} 2.0' in text

@@ -238,6 +238,7 @@ def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -
             ratios[f"{plan.inflight} in flight, CPU-normalised: {echo} CPU / banditd CPU"] = value(
                 conc_by[echo], LOADED_CPU
             ) / value(conc_by["banditd"], LOADED_CPU)
+    paired = paired_ratios(runs, echoes, plan) if "banditd" in runs else {}
     batch_by = {str(r["server"]): r for r in batch_rows}
     if "banditd" in batch_by:
         for echo in echoes:
@@ -249,8 +250,22 @@ def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -
         ) / float(conc_by["banditd"][LOADED_RPS])  # type: ignore[arg-type]
     return {
         "seq_rows": seq_rows, "conc_rows": conc_rows, "batch_rows": batch_rows,
-        "ratios": ratios, "runs": runs,
+        "ratios": ratios, "paired": paired, "runs": runs,
     }  # fmt: skip
+
+
+def paired_ratios(
+    runs: dict[str, dict[str, list[dict[str, object]]]], echoes: Sequence[str], plan: Plan
+) -> dict[str, list[float]]:
+    """banditd / echo within each repeat (the servers of one repeat run minutes apart at most),
+    so a slow drift of the machine cancels out; the spread shows what is left of the noise."""
+    out: dict[str, list[float]] = {}
+    for mode, label in (("conc", f"{plan.inflight} in flight"), ("seq", "sequential")):
+        ours = [float(r["round_trips_per_s"]) for r in runs["banditd"][mode]]  # type: ignore[arg-type]
+        for echo in echoes:
+            theirs = [float(r["round_trips_per_s"]) for r in runs[echo][mode]]  # type: ignore[arg-type]
+            out[f"{label}: banditd / {echo}"] = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return out
 
 
 EVICT_MB = 4.0  # swept between the cold handler's round trips: about this VM's L2 + L3 share
@@ -350,6 +365,11 @@ def run_shape(
         unjudged = SYNC_EXPERIMENT in label or "batches" in label
         target = "" if unjudged else " (target ≥ 50% of the echo ceiling)"
         print(f"  {label}: {100 * ratio:.0f}%{target}")
+    for label, each in summary["paired"].items():  # type: ignore[attr-defined]
+        print(
+            f"  paired per repeat, {label}: median {100 * statistics.median(each):.0f}%,"
+            f" {100 * min(each):.0f}%..{100 * max(each):.0f}% over {len(each)} repeats"
+        )
     if "handler" in result:
         print_decomposition(summary["conc_rows"], result["handler"], result["handler_cold"])  # type: ignore[arg-type]
     print(flush=True)

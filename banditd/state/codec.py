@@ -18,6 +18,7 @@ KIND_SUMS body (one arm's additive sufficient statistics, see policies/linear.py
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -78,6 +79,15 @@ def triangle_size(dim: int) -> int:
     return dim * (dim + 1) // 2
 
 
+@functools.lru_cache(maxsize=64)
+def _upper(dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """np.triu_indices(dim), built once per dim (it costs more than the decode itself)."""
+    rows, cols = np.triu_indices(dim)
+    rows.setflags(write=False)
+    cols.setflags(write=False)
+    return rows, cols
+
+
 def encode_vector(x: Vector) -> bytes:
     v = np.ascontiguousarray(x, dtype=_F64)
     if v.ndim != 1:
@@ -96,7 +106,7 @@ def encode_sums(sums: ArmSums) -> bytes:
     dim = sums.dim
     if sums.s.shape != (dim, dim):
         raise CodecError(f"S has shape {sums.s.shape}, b has dim {dim}")
-    upper = sums.s[np.triu_indices(dim)]
+    upper = sums.s[_upper(dim)]
     body = np.concatenate(([sums.n, sums.epoch, sums.stamp], sums.b, upper)).astype(_F64)
     return _header(KIND_SUMS, dim) + body.tobytes()
 
@@ -109,7 +119,7 @@ def decode_sums(blob: bytes) -> ArmSums:
     body = np.frombuffer(blob, dtype=_F64, offset=HEADER.size).astype(np.float64)
     b = body[3 : 3 + dim].copy()
     s = np.zeros((dim, dim))
-    rows, cols = np.triu_indices(dim)
+    rows, cols = _upper(dim)
     s[rows, cols] = body[3 + dim :]
     s[cols, rows] = body[3 + dim :]
     return ArmSums(s, b, int(body[0]), int(body[1]), int(body[2]))

@@ -102,6 +102,12 @@ def stamp_field(segment: str, arm: str) -> str:
     return f"a {segment} {arm}"
 
 
+def arm_of_stamp_field(segment: str, field: str) -> str | None:
+    """The arm of `stamp_field(segment, arm)`, or None if `field` is not one of segment's."""
+    prefix = f"a {segment} "
+    return field[len(prefix) :] if field.startswith(prefix) else None
+
+
 def sums_field(segment: str, arm: str) -> str:
     return f"{segment} {arm}"
 

@@ -6,7 +6,9 @@ Design (docs/redis.md has the long form):
   the pending decision, adds x xᵀ and r x, bumps the model version, writes the tombstone. So a
   decision is applied exactly once, whichever replica gets its feedback or expiry.
 - Each replica caches the derived A⁻¹ per arm, keyed by the arm's stamp. A Route costs one
-  HMGET of small stamps; only arms whose stamp moved are fetched and refactorised.
+  round trip of small stamps; only arms whose stamp moved are fetched and refactorised. A
+  reward this replica settles on an arm it holds moves its cache too (Sherman–Morrison), so
+  only other replicas' updates (and decay epochs) are fetched.
 - Outage: calls are bounded by timeout_s. load() then serves the cached model flagged
   degraded; record() keeps the decision in a bounded local buffer, flushed when Redis answers
   again; settle() raises StateUnavailableError (gRPC UNAVAILABLE; retries are idempotent).
@@ -80,6 +82,7 @@ class StoreStats:
     buffered: int = 0  # decisions waiting in the outage buffer now
     bytes_in: int = 0  # payload bytes of state fetched by load()
     fetches: int = 0  # HMGETs of sums blobs by load()
+    absorbed: int = 0  # settled rewards added to the cache in place of a later fetch
 
 
 @dataclass(slots=True)
@@ -385,7 +388,34 @@ class RedisModelStore:
                 settled_at=settled_at,
             )  # fmt: skip
         segment = reply[5].decode()
+        if len(reply) > 6 and reward is not None and spec is not None:
+            self._absorb(ModelKey(policy, segment), reward, reply[6:10], spec)
         return Settlement(outcome, decision_id, arm, policy, segment, reward, version, settled_at)
+
+    def _absorb(self, key: ModelKey, reward: float, delta: list[Any], spec: ModelSpec) -> None:
+        """Add a reward this replica settled to its cached arm, as the script added it to the
+        sums, if the cache holds exactly the sums it was added to (the stamp before). The
+        next Route then needs no fetch and no refactorisation for that arm: S and b stay
+        bit for bit what Redis holds, A⁻¹ moves by Sherman–Morrison as in the memory store."""
+        x_blob, prev_raw, stamp, field = delta
+        cache = self._cache.get(key)
+        arm = keys.arm_of_stamp_field(key.segment, field.decode())
+        if cache is None or arm is None:
+            return
+        prev, cached = int(prev_raw), cache.get(arm)
+        if cached is None:
+            if prev != -1:  # trained elsewhere before: this replica does not hold the base
+                return
+            base = self._prior(spec)
+        elif cached.stamp != prev or cached.state.l2 != spec.l2:
+            return
+        else:
+            base = cached.state
+        x = codec.decode_vector(x_blob)
+        if x.shape[0] != base.dim:
+            return
+        cache[arm] = _Cached(int(stamp), linear.update(base, x, reward))
+        self.stats.absorbed += 1
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -161,22 +161,77 @@ async def test_pending_that_vanished_is_counted_lost(redis_url: str):
         await store.close()
 
 
-async def test_load_fetches_sums_only_for_arms_that_changed(rstore: RedisModelStore):
-    """A second Route with no update in between moves no state over the network."""
-    for i, arm in enumerate("abc", start=1):
-        await rstore.record(pending(i, arm, [1.0, 0.5, 0.5], T0))
-        await rstore.settle(f"p:{i:04x}", 1.0, T0 + 1, SPEC)
-    await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
-    fetched = rstore.stats.bytes_in
-    await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
-    assert rstore.stats.bytes_in == fetched
-    await rstore.record(pending(9, "b", [1.0, 0.5, 0.5], T0))
-    await rstore.settle("p:0009", 1.0, T0 + 1, SPEC)
-    snap = await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
+async def test_load_fetches_sums_only_for_arms_that_changed(
+    rstore: RedisModelStore, redis_url: str
+):
+    """A second Route with no update in between moves no state over the network; after
+    another replica's update, only that arm's sums are fetched."""
+    other = RedisModelStore(connect(RedisConnection(redis_url, timeout_s=2.0)))
+    try:
+        for i, arm in enumerate("abc", start=1):
+            await other.record(pending(i, arm, [1.0, 0.5, 0.5], T0))
+            await other.settle(f"p:{i:04x}", 1.0, T0 + 1, SPEC)
+        await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
+        fetched = rstore.stats.bytes_in
+        await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
+        assert rstore.stats.bytes_in == fetched
+        await other.record(pending(9, "b", [1.0, 0.5, 0.5], T0))
+        await other.settle("p:0009", 1.0, T0 + 1, SPEC)
+        snap = await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
+    finally:
+        await other.close()
     assert rstore.stats.bytes_in - fetched == 8 + 8 * (
         3 + 3 + 6
     )  # one arm: header, n/epoch/stamp, b, S upper
     assert snap.arms["b"].n == 2
+    assert rstore.stats.absorbed == 0
+
+
+async def test_own_settle_moves_the_cached_arm_without_a_fetch(
+    rstore: RedisModelStore, redis_url: str
+):
+    """A reward this replica settles updates its cached arm in place: no fetch on the next
+    load, S and b bit for bit what a fresh replica reads from Redis, A⁻¹ within rounding.
+    A decay epoch, or an update by another replica in between, falls back to a fetch."""
+    key, arms = ModelKey("q"), ["a", "b"]
+
+    def pend(i: int, arm: str, x: list[float]) -> PendingDecision:
+        return pending(i, arm, x, T0, policy="q")
+
+    await rstore.record(pend(1, "a", [1.0, 0.5, -0.25]))
+    await rstore.settle("q:0001", 1.0, T0 + 1, DECAY)  # first reward: the sums are created
+    await rstore.load(key, arms, DECAY)  # caches a (fetched) and b (prior)
+    fetched = rstore.stats.bytes_in
+    for i, (arm, x) in enumerate([("a", [1.0, 2.0, 0.5]), ("b", [1.0, -1.0, 0.25])], start=2):
+        await rstore.record(pend(i, arm, x))
+        await rstore.settle(f"q:{i:04x}", 0.5 * i, T0 + 2, DECAY)  # same decay epoch
+    assert rstore.stats.absorbed == 2  # a on its cached sums, b on the prior
+    got = await rstore.load(key, arms, DECAY)
+    assert rstore.stats.bytes_in == fetched
+    fresh = await redis_store_no_flush(redis_url)
+    try:
+        want = await fresh.load(key, arms, DECAY)
+        for arm in arms:
+            g, w = got.arms[arm], want.arms[arm]
+            assert (g.n, g.s.tobytes(), g.b.tobytes()) == (w.n, w.s.tobytes(), w.b.tobytes())
+            np.testing.assert_allclose(g.a_inv, w.a_inv, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(g.theta, w.theta, rtol=1e-9, atol=1e-12)
+        await fresh.record(pend(8, "a", [1.0, 0.0, 1.0]))
+        await fresh.settle("q:0008", 1.0, T0 + 3, DECAY)  # another replica moves a
+    finally:
+        await fresh.close()
+    await rstore.record(pend(9, "a", [1.0, 1.0, 1.0]))
+    await rstore.settle("q:0009", 1.0, T0 + 3, DECAY)  # cache holds a's older stamp: no absorb
+    await rstore.record(pend(10, "b", [1.0, 1.0, 1.0]))
+    await rstore.settle("q:000a", 1.0, T0 + 25, DECAY)  # new decay epoch scaled b: no absorb
+    assert rstore.stats.absorbed == 2
+    got = await rstore.load(key, arms, DECAY)
+    assert (got.arms["a"].n, got.arms["b"].n) == (4, 2)
+    assert rstore.stats.bytes_in > fetched
+
+
+async def redis_store_no_flush(url: str) -> RedisModelStore:
+    return RedisModelStore(connect(RedisConnection(url, timeout_s=2.0)))
 
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)

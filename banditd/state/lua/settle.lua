@@ -23,6 +23,10 @@
 --   {outcome, arm, reward, model_version, settled_at, segment}  (reward, settled_at: float64
 --       LE or ""; outcome: applied|expired|duplicate|unknown|defaulted|dropped; segment is
 --       nil when the answer comes from a tombstone, as the memory store reports it)
+--   ..., x, previous stamp, stamp, stamp field}  the same six, and when a reward was added
+--       to sums that no decay scaled: the decision's vector blob, the arm's stamp before
+--       ("-1": the arm had no sums) and after, and its stamp field. A replica whose cached
+--       arm holds that previous stamp adds x itself instead of fetching the sums again.
 --   {"skip"}          expire mode: not due, or already settled
 --   {"lost"}          expire mode: the pending hash vanished (TTL) before anyone settled it
 --   {"error", code, detail}  code = fingerprint | dim; nothing was changed
@@ -59,12 +63,14 @@ local function apply(p, reward)
     for i = 1, d do b[i] = 0.0 end
     for k = 1, m do s[k] = 0.0 end
   end
+  local scaled = false
   local factor = f64(ARGV[6])
   if factor < 1 then
     local now_epoch = tonumber(ARGV[7])
     local last = epoch
     if last == -1 then last = now_epoch end
     if now_epoch > last then
+      scaled = true
       local g = factor ^ (now_epoch - last)
       for i = 1, d do b[i] = g * b[i] end
       for k = 1, m do s[k] = g * s[k] end
@@ -81,6 +87,7 @@ local function apply(p, reward)
     b[i] = b[i] + reward * xi
   end
   n = n + 1
+  local prev = redis.call('HGET', KEYS[3], p.af) or '-1'
   local stamp = redis.call('HINCRBY', KEYS[3], 'c', 1)
   local version = redis.call('HINCRBY', KEYS[3], p.vf, 1)
   redis.call('HSET', KEYS[3], p.af, stamp)
@@ -89,15 +96,17 @@ local function apply(p, reward)
   for i = 1, d do out[#out + 1] = p64(b[i]) end
   for j = 1, m do out[#out + 1] = p64(s[j]) end
   redis.call('HSET', KEYS[4], p.sf, table.concat(out))
-  return version, nil
+  local delta = nil
+  if not scaled then delta = {p.x, prev, stamp, p.af} end
+  return version, nil, delta
 end
 
 -- Remove the pending decision, apply `reward` (false = none), leave a tombstone.
 local function finish(p, outcome, reward)
-  local version
+  local version, delta
   if reward then
     local err
-    version, err = apply(p, reward)
+    version, err, delta = apply(p, reward)
     if err then return nil, err end
   else
     version = tonumber(redis.call('HGET', KEYS[3], p.vf) or '0')
@@ -109,7 +118,11 @@ local function finish(p, outcome, reward)
   redis.call('HSET', KEYS[2], 'outcome', outcome, 'arm', p.arm, 'reward', r,
              'settled_at', ARGV[4], 'model_version', version)
   redis.call('PEXPIRE', KEYS[2], ARGV[11])
-  return {outcome, p.arm, r, version, ARGV[4], p.segment}, nil
+  local out = {outcome, p.arm, r, version, ARGV[4], p.segment}
+  if delta then
+    for i = 1, 4 do out[6 + i] = delta[i] end
+  end
+  return out, nil
 end
 
 local function expiry(p)
@@ -148,7 +161,8 @@ if p then
   end
   local res, err = expiry(p)
   if err then return err end
-  return {'expired', res[2], res[3], res[4], raw[4], res[6]}
+  res[1], res[5] = 'expired', raw[4]
+  return res
 end
 
 local t = redis.call('HMGET', KEYS[2], 'outcome', 'arm', 'reward', 'settled_at', 'model_version')

@@ -307,6 +307,10 @@ class StoreSettings(_Section):
     backend: Literal["memory", "redis"] = "memory"
     max_pending: int = Field(1_000_000, ge=1)
     tombstone_ttl_s: float = Field(DAY_S, gt=0, description="how long duplicates are recognised")
+    max_tombstones: int = Field(
+        1_000_000, ge=1,
+        description="memory backend: ended decisions remembered (~190 B each), oldest first out",
+    )  # fmt: skip
     redis: RedisSettings = RedisSettings()
 
 

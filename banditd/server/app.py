@@ -103,6 +103,7 @@ def build_store(settings: Settings) -> ModelStore:
     if settings.store.backend == "memory":
         return InMemoryModelStore(
             max_pending=settings.store.max_pending,
+            max_tombstones=settings.store.max_tombstones,
             tombstone_ttl_s=settings.store.tombstone_ttl_s,
         )
     if settings.store.backend == "redis":

@@ -2,21 +2,22 @@
 
 Every method runs to completion without awaiting, so on one event loop each call is atomic:
 a decision is settled exactly once. Bounded: at most `max_pending` pending decisions and
-`max_tombstones` remembered outcomes (oldest forgotten first, after `tombstone_ttl_s`).
+`max_tombstones` remembered outcomes (oldest forgotten first, after `tombstone_ttl_s`; kept in
+columns by state/tombstones.py, about 190 bytes each).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from banditd.errors import FailedPreconditionError, StateUnavailableError
-from banditd.feedback.joiner import Tombstone, Verdict, expiry_outcome, join
+from banditd.feedback.joiner import Verdict, expiry_outcome, join
 from banditd.policies import linear
 from banditd.policies.linear import ArmState
+from banditd.state.tombstones import TombstoneLog
 from banditd.types import (
     ArmId,
     DecisionId,
@@ -61,10 +62,8 @@ class InMemoryModelStore:
         self._models: dict[ModelKey, _Model] = {}
         self._pending: dict[DecisionId, PendingDecision] = {}
         self._deadlines: list[tuple[float, DecisionId]] = []
-        self._tombstones: OrderedDict[DecisionId, Tombstone] = OrderedDict()
+        self._tombstones = TombstoneLog(max_tombstones, tombstone_ttl_s)
         self._max_pending = max_pending
-        self._max_tombstones = max_tombstones
-        self._tombstone_ttl_s = tombstone_ttl_s
 
     # -- reads ---------------------------------------------------------------------------
     async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
@@ -156,7 +155,7 @@ class InMemoryModelStore:
                 continue
             outcome, reward = expiry_outcome(spec.default_reward)
             done.append(self._end(pending, outcome, reward, now, spec))
-        self._prune_tombstones(now)
+        self._tombstones.prune(now)
         return done
 
     async def close(self) -> None:
@@ -184,11 +183,7 @@ class InMemoryModelStore:
             model = self._models.get(pending.key)
             version = model.version if model else 0
         del self._pending[pending.decision_id]
-        self._tombstones[pending.decision_id] = Tombstone(
-            pending.decision_id, outcome, pending.arm, reward, now, version
-        )
-        if len(self._tombstones) > self._max_tombstones:
-            self._tombstones.popitem(last=False)
+        self._tombstones.add(pending.decision_id, outcome, pending.arm, reward, now, version)
         return Settlement(outcome, pending.decision_id, pending.arm, pending.policy,
                           pending.segment, reward, version, now)  # fmt: skip
 
@@ -230,14 +225,6 @@ class InMemoryModelStore:
     def deadline_entries(self) -> int:
         """Entries in the expiry heap (pending decisions plus not yet compacted settled ones)."""
         return len(self._deadlines)
-
-    def _prune_tombstones(self, now: float) -> None:
-        horizon = now - self._tombstone_ttl_s
-        while self._tombstones:
-            first = next(iter(self._tombstones.values()))
-            if first.settled_at >= horizon:
-                break
-            self._tombstones.popitem(last=False)
 
     # -- admin ---------------------------------------------------------------------------
     def reset(self, policy: str) -> int:

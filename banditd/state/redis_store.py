@@ -83,6 +83,7 @@ class StoreStats:
     bytes_in: int = 0  # payload bytes of state fetched by load()
     fetches: int = 0  # HMGETs of sums blobs by load()
     absorbed: int = 0  # settled rewards added to the cache in place of a later fetch
+    refactorised: int = 0  # fetched sums turned into A⁻¹ (from_sums, O(d³))
 
 
 @dataclass(slots=True)
@@ -196,8 +197,14 @@ class RedisModelStore:
             if blob is not None:
                 fetched = True
                 self.stats.bytes_in += len(blob)
-                sums = codec.decode_sums(blob)
-                cache[arm] = _Cached(sums.stamp, linear.from_sums(sums.s, sums.b, sums.n, spec.l2))
+                current = cache.get(arm)
+                # A settle of this replica's may have brought the cache to this stamp while
+                # the load was in flight (_absorb): then there is nothing to refactorise.
+                if current is None or current.stamp != int(stamp) or current.state.l2 != spec.l2:
+                    sums = codec.decode_sums(blob)
+                    state = linear.from_sums(sums.s, sums.b, sums.n, spec.l2)
+                    cache[arm] = _Cached(sums.stamp, state)
+                    self.stats.refactorised += 1
             cached = cache.get(arm)
             states[arm] = cached.state if cached is not None else prior
         if fetched:

@@ -230,6 +230,40 @@ async def test_own_settle_moves_the_cached_arm_without_a_fetch(
     assert rstore.stats.bytes_in > fetched
 
 
+async def test_load_does_not_refactorise_an_arm_its_own_settle_already_moved(
+    rstore: RedisModelStore, redis_url: str
+):
+    """Under concurrency a Route's load can be sent before, and answered after, a settle of
+    this replica's: its reply carries the arm's new sums although the cache already absorbed
+    them. The fetched bytes are then not refactorised (counted, not assumed)."""
+    key, arms = ModelKey("p"), ["a"]
+    await rstore.record(pending(1, "a", [1.0, 0.5, -0.25], T0))
+    await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
+    await rstore.load(key, arms, SPEC)  # cache: a at the first stamp
+    await rstore.record(pending(2, "a", [1.0, 2.0, 0.5], T0))
+    inner = rstore.call
+
+    async def settle_first(make):  # type: ignore[no-untyped-def]
+        rstore.call = inner  # type: ignore[method-assign]
+        await rstore.settle("p:0002", 0.5, T0 + 2, SPEC)  # runs and is absorbed first
+        return await make()  # the load, with the stamp it held before the settle
+
+    rstore.call = settle_first  # type: ignore[method-assign]
+    fetched, refactorised = rstore.stats.bytes_in, rstore.stats.refactorised
+    got = await rstore.load(key, arms, SPEC)
+    assert rstore.stats.absorbed == 1
+    assert rstore.stats.bytes_in > fetched  # the reply did carry the sums
+    assert rstore.stats.refactorised == refactorised
+    fresh = await redis_store_no_flush(redis_url)
+    try:
+        want = await fresh.load(key, arms, SPEC)
+    finally:
+        await fresh.close()
+    g, w = got.arms["a"], want.arms["a"]
+    assert (g.n, g.s.tobytes(), g.b.tobytes()) == (w.n, w.s.tobytes(), w.b.tobytes())
+    np.testing.assert_allclose(g.a_inv, w.a_inv, rtol=1e-9, atol=1e-12)
+
+
 async def redis_store_no_flush(url: str) -> RedisModelStore:
     return RedisModelStore(connect(RedisConnection(url, timeout_s=2.0)))
 

@@ -37,6 +37,7 @@ class Cost:
     bytes_in: int  # client -> Redis
     bytes_out: int  # Redis -> client
     state_bytes: int  # all arms' sums blobs: what a fetch-everything Route would move
+    redis_usec: int = 0  # Redis's own CPU time in the scripts (commandstats), all routes
 
     def per_route(self) -> dict[str, float]:
         n = self.routes
@@ -44,6 +45,7 @@ class Cost:
             "round_trips": self.round_trips / n,
             "bytes_to_redis": self.bytes_in / n,
             "bytes_from_redis": self.bytes_out / n,
+            "redis_cpu_us": self.redis_usec / n,
         }
 
 
@@ -116,7 +118,9 @@ async def measure(url: str, features: int, feedback: bool, routes: int = 200) ->
     }
     state_bytes = sum(len(b) for b in blobs.values())
     bytes_in, bytes_out = int(net["total_net_input_bytes"]), int(net["total_net_output_bytes"])
-    return Cost(features, feedback, routes, round_trips, commands, bytes_in, bytes_out, state_bytes)
+    usec = int(stats.get("cmdstat_evalsha", {}).get("usec", 0))
+    return Cost(features, feedback, routes, round_trips, commands, bytes_in, bytes_out,
+                state_bytes, usec)  # fmt: skip
 
 
 async def main() -> None:
@@ -131,15 +135,16 @@ async def main() -> None:
         proc, port = start_redis(Path(tmp))
         url = f"redis://127.0.0.1:{port}/0"
         try:
-            print("d   per      round trips  bytes->redis  bytes<-redis  | all 3 arms' sums")
-            for features in (2, 15, 63):
+            print("d   per      round trips  bytes->redis  bytes<-redis  redis CPU µs"
+                  "  | all 3 arms' sums")  # fmt: skip
+            for features in (2, 15, 31, 63):
                 for feedback in (False, True):
                     c = await measure(url, features, feedback)
                     p = c.per_route()
                     what = "Route+Feedback" if feedback else "Route"
                     print(f"{features + 1:<4}{what:<15}{p['round_trips']:>6.2f}"
                           f"{p['bytes_to_redis']:>14.0f}{p['bytes_from_redis']:>14.0f}"
-                          f"  | {c.state_bytes:>8} B")  # fmt: skip
+                          f"{p['redis_cpu_us']:>14.1f}  | {c.state_bytes:>8} B")  # fmt: skip
         finally:
             proc.terminate()
             proc.wait(timeout=10)

@@ -304,3 +304,31 @@ async def test_lua_arithmetic_equals_numpy_bit_for_bit(redis_url: str, history, 
     for arm in "ab":
         g, w = got.arms[arm], want.arms[arm]
         assert (g.n, g.s.tobytes(), g.b.tobytes()) == (w.n, w.s.tobytes(), w.b.tobytes())
+
+
+@pytest.mark.parametrize("d", [40, 100])  # 100: S has 5,050 values, over settle.lua's CHUNK
+async def test_lua_bulk_codec_is_exact_at_large_dimensions(redis_url: str, d: int):
+    """settle.lua reads and writes the sums in chunks of values per struct call; the chunk
+    boundaries change nothing: S, b, n equal the memory store's bit for bit."""
+    rng = np.random.default_rng(d)
+    spec = ModelSpec(dim=d, fingerprint="f")
+    store = await redis_store(redis_url)
+    memory = InMemoryModelStore()
+    try:
+        for i in range(5):
+            p = PendingDecision(f"p:{i:04x}", "p", "", "a", rng.normal(size=d) * 10.0 ** (i - 2),
+                                0.5, 0, T0, T0 + 10)  # fmt: skip
+            reward = float(rng.normal())
+            for s in (store, memory):
+                await s.record(p)
+                await s.settle(p.decision_id, reward, T0 + 1, spec)
+        other = await redis_store_no_flush(redis_url)  # a replica that fetches the sums
+        try:
+            got = await other.load(ModelKey("p"), ["a"], spec)
+        finally:
+            await other.close()
+        want = await memory.load(ModelKey("p"), ["a"], spec)
+    finally:
+        await store.close()
+    g, w = got.arms["a"], want.arms["a"]
+    assert (g.n, g.s.tobytes(), g.b.tobytes()) == (w.n, w.s.tobytes(), w.b.tobytes())

@@ -34,6 +34,34 @@
 local function f64(s, pos) return (struct.unpack('<d', s, pos or 1)) end
 local function p64(v) return struct.pack('<d', v) end
 
+-- float64 arrays in and out of blobs, up to CHUNK values per struct call. One call per value
+-- made a settle cost 185 µs of Redis CPU at d = 32 and 672 µs at d = 64 (stop 11); the chunk
+-- keeps each call's results inside Lua's C stack limit (LUAI_MAXCSTACK, 8000).
+local CHUNK = 4000
+local function f64s(s, pos, count)
+  if count <= CHUNK then  -- one call; its last result is the next position: drop it
+    local vals = {struct.unpack('<' .. string.rep('d', count), s, pos)}
+    vals[count + 1] = nil
+    return vals
+  end
+  local out, n = {}, 0
+  while n < count do
+    local k = math.min(count - n, CHUNK)
+    local vals = {struct.unpack('<' .. string.rep('d', k), s, pos + 8 * n)}
+    for i = 1, k do out[n + i] = vals[i] end
+    n = n + k
+  end
+  return out
+end
+local function p64s(values, parts)
+  local count, i = #values, 1
+  while i <= count do
+    local j = math.min(i + CHUNK - 1, count)
+    parts[#parts + 1] = struct.pack('<' .. string.rep('d', j - i + 1), unpack(values, i, j))
+    i = j + 1
+  end
+end
+
 local id, mode = ARGV[1], ARGV[2]
 local now = f64(ARGV[4])
 
@@ -42,8 +70,7 @@ local function apply(p, reward)
   if fp and fp ~= ARGV[8] then return nil, {'error', 'fingerprint', fp} end
   local x = p.x
   local d = (#x - 8) / 8
-  local xs = {}
-  for i = 1, d do xs[i] = f64(x, 9 + 8 * (i - 1)) end
+  local xs = f64s(x, 9, d)
   local blob = redis.call('HGET', KEYS[4], p.sf)
   local header, n, epoch
   local b, s = {}, {}
@@ -53,9 +80,7 @@ local function apply(p, reward)
     if sd ~= d then return nil, {'error', 'dim', sd .. ' ' .. d} end
     header = string.sub(blob, 1, 8)
     n, epoch = f64(blob, 9), f64(blob, 17)
-    local pos = 33
-    for i = 1, d do b[i] = f64(blob, pos); pos = pos + 8 end
-    for k = 1, m do s[k] = f64(blob, pos); pos = pos + 8 end
+    b, s = f64s(blob, 33, d), f64s(blob, 33 + 8 * d, m)
   else
     local sd = tonumber(ARGV[9])
     if sd ~= d then return nil, {'error', 'dim', sd .. ' ' .. d} end
@@ -93,8 +118,8 @@ local function apply(p, reward)
   redis.call('HSET', KEYS[3], p.af, stamp)
   if not fp then redis.call('HSET', KEYS[3], p.ff, ARGV[8]) end
   local out = {header, p64(n), p64(epoch), p64(stamp)}
-  for i = 1, d do out[#out + 1] = p64(b[i]) end
-  for j = 1, m do out[#out + 1] = p64(s[j]) end
+  p64s(b, out)
+  p64s(s, out)
   redis.call('HSET', KEYS[4], p.sf, table.concat(out))
   local delta = nil
   if not scaled then delta = {p.x, prev, stamp, p.af} end

@@ -191,6 +191,8 @@ def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -
             "Route p50 µs": _median(batch, "pair", "p50_us"),
             "Route p99 µs": _median(batch, "pair", "p99_us"),
             LOADED_CPU: _median(batch, "server_cpu_us"),
+            # rewards answered with an error code (not counted as round trips), all runs
+            "failed rewards": sum(int(run.get("failed_items", 0)) for run in batch),  # type: ignore[call-overload]
         })  # fmt: skip
         seq_rows.append({
             "server": name,
@@ -359,7 +361,8 @@ def run_shape(
     show(
         summary["batch_rows"],  # type: ignore[arg-type]
         f"under load, rewards batched: {plan.inflight} Routes in flight, rewards sent in"
-        f" FeedbackBatch calls of {plan.batch} (a round trip counts when its reward is acked)",
+        f" FeedbackBatch calls of {plan.batch} (a round trip counts when its reward is applied;"
+        " rewards answered with an error code are counted apart)",
     )
     for label, ratio in summary["ratios"].items():  # type: ignore[attr-defined]
         unjudged = SYNC_EXPERIMENT in label or "batches" in label

@@ -108,13 +108,14 @@ async def concurrent(
     rnd = random.Random(3)
     latencies: list[float] = []
     done = 0
+    failed = 0  # batch mode: reward items the server answered with an error code
     total = 0  # every completed round trip, warm-up included (for server CPU per round trip)
     measuring = False
     stop = False
     unrewarded: list[pb.FeedbackRequest] = []  # batch mode: rewards waiting for their batch
 
     async def worker(offset: int, stub: pb_grpc.RouterStub) -> None:
-        nonlocal done, total
+        nonlocal done, total, failed
         i = offset
         while not stop:
             t0 = time.perf_counter()
@@ -132,8 +133,12 @@ async def concurrent(
                     continue
                 items = unrewarded[:batch]
                 del unrewarded[:batch]
-                await stub.FeedbackBatch(pb.FeedbackBatchRequest(items=items), timeout=10)
-                acknowledged = batch
+                reply = await stub.FeedbackBatch(pb.FeedbackBatchRequest(items=items), timeout=10)
+                # Only applied rewards make a round trip: an item answered with an error
+                # (UNAVAILABLE while the store fails fast, say) is counted apart, not as done.
+                acknowledged = sum(1 for r in reply.results if r.code == 0)
+                if measuring:
+                    failed += batch - acknowledged
             total += acknowledged
             if measuring:
                 if batch == 1:
@@ -157,6 +162,7 @@ async def concurrent(
         "round_trips_total": total,
         "inflight": inflight,
         "batch": batch,
+        "failed_items": failed,
         "pair": percentiles(latencies),
     }
 

@@ -294,6 +294,9 @@ class RedisSettings(_Section):
     pending_grace_s: float = Field(3600.0, ge=0, description="pending outlives its deadline")
     health_interval_s: float = Field(1.0, gt=0, description="readiness ping period")
     max_buffered: int = Field(10_000, ge=0, description="decisions kept while Redis is down")
+    max_connections: int = Field(
+        64, ge=2, description="client pool size; calls beyond it wait for a free connection"
+    )
 
     @field_validator("url")
     @classmethod

@@ -116,11 +116,12 @@ def build_redis_store(settings: Settings) -> RedisModelStore:
     r = settings.store.redis
     conn = RedisConnection(
         r.url, r.username, r.password, r.tls_ca_file, r.tls_cert_file, r.tls_key_file,
-        r.tls_verify, r.timeout_s, r.cluster,
+        r.tls_verify, r.timeout_s, r.cluster, r.max_connections,
     )  # fmt: skip
     params = RedisStoreParams(
         prefix=r.key_prefix, timeout_s=r.timeout_s, pending_grace_s=r.pending_grace_s,
         tombstone_ttl_s=settings.store.tombstone_ttl_s, max_buffered=r.max_buffered,
+        max_connections=r.max_connections,
     )  # fmt: skip
     return RedisModelStore(connect(conn), params)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from banditd.errors import StateUnavailableError
@@ -60,7 +60,8 @@ class RedisStoreParams:
     decisions outlive their deadline by this much (so a sweeper that was down can still
     expire them); retry_after_s: after a connection failure, calls fail fast this long;
     max_buffered: decisions kept locally while Redis is down; max_cached_models: (policy,
-    segment) models whose derived inverses this replica keeps."""
+    segment) models whose derived inverses this replica keeps; max_connections: the client's
+    pool size (calls beyond it wait for a free connection, up to timeout_s)."""
 
     prefix: str = keys.DEFAULT_PREFIX
     timeout_s: float = 0.25
@@ -69,6 +70,7 @@ class RedisStoreParams:
     retry_after_s: float = 0.5
     max_buffered: int = 10_000
     max_cached_models: int = 10_000
+    max_connections: int = 64
 
 
 @dataclass(slots=True)
@@ -84,6 +86,7 @@ class StoreStats:
     fetches: int = 0  # HMGETs of sums blobs by load()
     absorbed: int = 0  # settled rewards added to the cache in place of a later fetch
     refactorised: int = 0  # fetched sums turned into A⁻¹ (from_sums, O(d³))
+    busy: int = 0  # calls refused because every pooled connection stayed in use
 
 
 @dataclass(slots=True)
@@ -111,6 +114,8 @@ class RedisModelStore:
         self._known_policies: set[str] = set()
         self._down_until = 0.0
         self._flush_lock = asyncio.Lock()
+        # One connection stays free for the readiness ping (which is not a `call`).
+        self._slots = asyncio.Semaphore(max(1, self._p.max_connections - 1))
         self.stats = StoreStats()
 
     @property
@@ -131,11 +136,31 @@ class RedisModelStore:
         if not self.healthy:
             self.stats.unavailable += 1
             raise StateUnavailableError("redis is unreachable (retrying shortly)")
+        # More calls in flight than pooled connections: wait for one (redis-py's pool would
+        # raise MaxConnectionsError, a ConnectionError, which is not an outage).
+        slots = self._slots
+        if slots.locked():
+            try:
+                async with asyncio.timeout(self._p.timeout_s):
+                    await slots.acquire()
+            except TimeoutError:
+                self.stats.unavailable += 1
+                self.stats.busy += 1
+                raise StateUnavailableError(
+                    f"all {self._p.max_connections} Redis connections stayed busy for"
+                    f" {self._p.timeout_s} s (store.redis.max_connections)"
+                ) from None
+        else:
+            await slots.acquire()  # free: returns at once
         try:
             # No asyncio.timeout around the call: cancelling redis-py mid-handshake leaks the
             # socket. Its own socket_connect_timeout/socket_timeout (= timeout_s) bound each
             # step and clean up after themselves.
             return await make()
+        except MaxConnectionsError as exc:  # the pool is shared (Admin, scripts): still busy
+            self.stats.unavailable += 1
+            self.stats.busy += 1
+            raise StateUnavailableError(f"redis connections are all in use: {exc}") from exc
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
             self._down_until = time.monotonic() + self._p.retry_after_s
             self.stats.unavailable += 1
@@ -145,11 +170,15 @@ class RedisModelStore:
         except RedisError as exc:  # cluster reshards, OOM, script errors: not our data's fault
             self.stats.unavailable += 1
             raise StateUnavailableError(f"redis refused the call: {exc}") from exc
+        finally:
+            slots.release()
 
     async def ping(self) -> bool:
         """Probe Redis (ignoring the fail-fast window); flush buffered decisions when it answers."""
         try:
             await self._redis.ping()
+        except MaxConnectionsError:  # every connection is busy with calls: Redis answers them
+            return self.healthy
         except (RedisError, TimeoutError, OSError):
             self._down_until = time.monotonic() + self._p.retry_after_s
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +16,7 @@ from banditd.errors import FailedPreconditionError
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
 from banditd.state.redis_store import RedisModelStore, RedisStoreParams
-from banditd.types import ModelKey, ModelSpec, ModelStore, PendingDecision
+from banditd.types import ModelKey, ModelSpec, ModelStore, Outcome, PendingDecision
 
 T0 = 1_700_000_000.0
 SPEC = ModelSpec(dim=3, l2=1.0, default_reward=0.0, fingerprint="fp1")
@@ -332,3 +333,29 @@ async def test_lua_bulk_codec_is_exact_at_large_dimensions(redis_url: str, d: in
         await store.close()
     g, w = got.arms["a"], want.arms["a"]
     assert (g.n, g.s.tobytes(), g.b.tobytes()) == (w.n, w.s.tobytes(), w.b.tobytes())
+
+
+async def test_more_concurrent_calls_than_connections_queue_instead_of_failing(redis_url: str):
+    """A burst wider than the connection pool is not an outage: calls wait for a free
+    connection (bounded by timeout_s) instead of failing, and the store stays healthy. (Before
+    stop 11 redis-py's MaxConnectionsError, a ConnectionError, marked Redis unreachable: the
+    replica answered UNAVAILABLE for retry_after_s and went NOT_SERVING under a traffic burst.)"""
+    store = RedisModelStore(
+        connect(RedisConnection(redis_url, timeout_s=2.0, max_connections=3)),
+        RedisStoreParams(max_connections=3),
+    )
+    await store.client.flushdb()
+    try:
+        decisions = [pending(i, "abc"[i % 3], [1.0, 0.5, -0.25], T0) for i in range(60)]
+        await asyncio.gather(*(store.record(d) for d in decisions))
+        settled = await asyncio.gather(
+            *(store.settle(d.decision_id, 1.0, T0 + 1, SPEC) for d in decisions),
+            *(store.load(ModelKey("p"), ["a", "b", "c"], SPEC) for _ in range(20)),
+        )
+        assert await store.ping()
+    finally:
+        await store.close()
+    assert [s.outcome for s in settled[:60]] == [Outcome.APPLIED] * 60
+    assert store.stats.unavailable == 0
+    assert store.stats.buffered == store.stats.degraded_loads == 0
+    assert store.healthy

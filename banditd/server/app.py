@@ -143,7 +143,7 @@ async def watch_store(daemon: Daemon, interval_s: float) -> None:
     """Readiness follows Redis: ping it every interval_s, export the store's counters."""
     store = daemon.store
     assert isinstance(store, RedisModelStore)
-    seen = {"unavailable": 0, "unrecorded": 0, "lost_pending": 0}
+    seen = {"unavailable": 0, "unrecorded": 0, "lost_pending": 0, "busy": 0}
     serving: bool | None = None
     while True:
         try:
@@ -168,7 +168,7 @@ async def _watch_once(
     st = store.stats
     for name, counter in (
         ("unavailable", m.store_errors), ("unrecorded", m.decisions_unrecorded),
-        ("lost_pending", m.pending_lost),
+        ("lost_pending", m.pending_lost), ("busy", m.store_busy),
     ):  # fmt: skip
         now = getattr(st, name)
         counter.inc(now - seen[name])

@@ -173,6 +173,12 @@ class Metrics:
             "Pending decisions that expired from the store before any replica settled them",
             registry=r,
         )
+        self.store_busy = Counter(
+            "banditd_store_busy",
+            "Redis calls refused because every pooled connection stayed in use for timeout_s"
+            " (raise store.redis.max_connections)",
+            registry=r,
+        )
         self.outage_buffered = Gauge(
             "banditd_outage_buffered", "Decisions buffered locally until the store answers",
             registry=r,

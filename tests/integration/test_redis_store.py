@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from banditd.errors import FailedPreconditionError
+from banditd.errors import FailedPreconditionError, StateUnavailableError
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
 from banditd.state.redis_store import RedisModelStore, RedisStoreParams
@@ -359,3 +359,34 @@ async def test_more_concurrent_calls_than_connections_queue_instead_of_failing(r
     assert store.stats.unavailable == 0
     assert store.stats.buffered == store.stats.degraded_loads == 0
     assert store.healthy
+
+
+async def test_a_pool_busy_for_timeout_s_answers_unavailable_and_is_counted(redis_url: str):
+    """When every connection stays in use for timeout_s, the call fails fast as UNAVAILABLE
+    ("busy"), Redis is not marked down, and the daemon exports it as banditd_store_busy_total."""
+    from banditd.config import Settings
+    from banditd.server.app import _watch_once, build_daemon
+
+    settings = Settings.model_validate(
+        {"store": {"backend": "redis",
+                   "redis": {"url": redis_url, "timeout_s": 0.05, "max_connections": 2}}}
+    )  # fmt: skip
+    daemon = build_daemon(settings)
+    store = daemon.store
+    assert isinstance(store, RedisModelStore)
+    release = asyncio.Event()
+    try:
+        holder = asyncio.create_task(store.call(release.wait))  # holds the one call slot
+        await asyncio.sleep(0)
+        with pytest.raises(StateUnavailableError, match="busy"):
+            await store.call(lambda: store.client.ping())
+        assert store.healthy
+        assert store.stats.busy == 1
+        await _watch_once(daemon, store, None, dict.fromkeys(
+            ("unavailable", "unrecorded", "lost_pending", "busy"), 0))  # fmt: skip
+        assert daemon.metrics.registry.get_sample_value("banditd_store_busy_total") == 1
+        release.set()
+        await holder
+        assert await store.call(lambda: store.client.ping())  # the slot is free again
+    finally:
+        await store.close()

@@ -68,20 +68,22 @@ class TombstoneLog:
             arm_code = self._arm_index[arm] = len(self._arm_names)
             self._arm_names.append(arm)
         seq = self._next
-        row = (
-            decision_id, settled_at, math.nan if reward is None else reward, model_version,
-            _CODE[outcome], arm_code,
-        )  # fmt: skip
-        columns = (
-            self._ids, self._settled_at, self._reward, self._version, self._outcome, self._arm,
-        )  # fmt: skip
+        value = math.nan if reward is None else reward
         if seq < self._cap:  # still growing
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)  # type: ignore[attr-defined]
-        else:
+            self._ids.append(decision_id)
+            self._settled_at.append(settled_at)
+            self._reward.append(value)
+            self._version.append(model_version)
+            self._outcome.append(_CODE[outcome])
+            self._arm.append(arm_code)
+        else:  # a ring: slot seq % cap held entry seq - cap, already forgotten
             slot = seq % self._cap
-            for column, value in zip(columns, row, strict=True):
-                column[slot] = value  # type: ignore[index]
+            self._ids[slot] = decision_id
+            self._settled_at[slot] = settled_at
+            self._reward[slot] = value
+            self._version[slot] = model_version
+            self._outcome[slot] = _CODE[outcome]
+            self._arm[slot] = arm_code
         self._slots[decision_id] = seq
         self._next = seq + 1
 

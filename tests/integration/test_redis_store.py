@@ -25,11 +25,13 @@ DECAY = ModelSpec(dim=3, l2=2.0, decay_factor=0.5, decay_interval_s=10.0, defaul
                   fingerprint="fp1")  # fmt: skip
 
 
-async def redis_store(url: str, **params: Any) -> RedisModelStore:
+async def redis_store(url: str, flush: bool = True, **params: Any) -> RedisModelStore:
+    """A store on `url`; flush=False: another replica of the data already there."""
     store = RedisModelStore(
         connect(RedisConnection(url, timeout_s=2.0)), RedisStoreParams(**params)
     )
-    await store.client.flushdb()
+    if flush:
+        await store.client.flushdb()
     return store
 
 
@@ -167,7 +169,7 @@ async def test_load_fetches_sums_only_for_arms_that_changed(
 ):
     """A second Route with no update in between moves no state over the network; after
     another replica's update, only that arm's sums are fetched."""
-    other = RedisModelStore(connect(RedisConnection(redis_url, timeout_s=2.0)))
+    other = await redis_store(redis_url, flush=False)
     try:
         for i, arm in enumerate("abc", start=1):
             await other.record(pending(i, arm, [1.0, 0.5, 0.5], T0))
@@ -209,7 +211,7 @@ async def test_own_settle_moves_the_cached_arm_without_a_fetch(
     assert rstore.stats.absorbed == 2  # a on its cached sums, b on the prior
     got = await rstore.load(key, arms, DECAY)
     assert rstore.stats.bytes_in == fetched
-    fresh = await redis_store_no_flush(redis_url)
+    fresh = await redis_store(redis_url, flush=False)
     try:
         want = await fresh.load(key, arms, DECAY)
         for arm in arms:
@@ -255,7 +257,7 @@ async def test_load_does_not_refactorise_an_arm_its_own_settle_already_moved(
     assert rstore.stats.absorbed == 1
     assert rstore.stats.bytes_in > fetched  # the reply did carry the sums
     assert rstore.stats.refactorised == refactorised
-    fresh = await redis_store_no_flush(redis_url)
+    fresh = await redis_store(redis_url, flush=False)
     try:
         want = await fresh.load(key, arms, SPEC)
     finally:
@@ -263,10 +265,6 @@ async def test_load_does_not_refactorise_an_arm_its_own_settle_already_moved(
     g, w = got.arms["a"], want.arms["a"]
     assert (g.n, g.s.tobytes(), g.b.tobytes()) == (w.n, w.s.tobytes(), w.b.tobytes())
     np.testing.assert_allclose(g.a_inv, w.a_inv, rtol=1e-9, atol=1e-12)
-
-
-async def redis_store_no_flush(url: str) -> RedisModelStore:
-    return RedisModelStore(connect(RedisConnection(url, timeout_s=2.0)))
 
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
@@ -323,7 +321,7 @@ async def test_lua_bulk_codec_is_exact_at_large_dimensions(redis_url: str, d: in
             for s in (store, memory):
                 await s.record(p)
                 await s.settle(p.decision_id, reward, T0 + 1, spec)
-        other = await redis_store_no_flush(redis_url)  # a replica that fetches the sums
+        other = await redis_store(redis_url, flush=False)  # a replica that fetches the sums
         try:
             got = await other.load(ModelKey("p"), ["a"], spec)
         finally:

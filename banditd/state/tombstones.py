@@ -5,8 +5,8 @@ has ended. The in-memory store keeps up to `max_entries` of them (1M by default)
 forgotten first, and none older than `ttl_s`. As one frozen `Tombstone` per decision in an
 OrderedDict that cost about 330 bytes each (330 MB at the cap, in a sidecar); here each ended
 decision costs its dict entry, a slot number, and one row of typed columns that grow with use
-up to the cap and are then reused as a ring (about 190 bytes each; measured in
-tests/unit/state/test_tombstones.py). A `Tombstone` is built only when one is looked up.
+up to the cap and are then reused as a ring (about 190 bytes each; `python -m
+tests.unit.state.test_tombstones` measures both). A `Tombstone` is built only when one is looked up.
 """
 
 from __future__ import annotations

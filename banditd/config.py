@@ -26,8 +26,15 @@ from banditd.cache.pager import PagingConfig
 from banditd.features.batcher import BatchingOptions
 from banditd.features.encoder import EncoderOptions
 from banditd.features.pipeline import CategoricalFeature, TextFeature
-from banditd.features.schema import NumericFeature
-from banditd.policies.spec import PolicyConfig, PriceWeights, RewardFunction
+from banditd.features.schema import DEFAULT_MAX_ABS_Z, NumericFeature
+from banditd.policies.spec import (
+    DEFAULT_MAX_COST,
+    DEFAULT_MAX_LATENCY_MS,
+    DEFAULT_REWARD_BOUND,
+    PolicyConfig,
+    PriceWeights,
+    RewardFunction,
+)
 
 POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DAY_S = 86_400.0
@@ -44,6 +51,17 @@ class NumericFeatureSettings(_Section):
     default: float = 0.0
     mean: float = 0.0
     std: float = Field(1.0, gt=0)
+    min: float | None = Field(None, description="smallest raw value taken ('' = no bound)")
+    max: float | None = Field(None, description="largest raw value taken")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> NumericFeatureSettings:
+        for value in (self.default, self.mean, self.std, self.min, self.max):
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"feature {self.name!r}: default/mean/std/min/max must be finite")
+        if self.min is not None and self.max is not None and not self.min < self.max:
+            raise ValueError(f"feature {self.name!r}: min must be < max")
+        return self
 
 
 # -- feature pipeline (docs/features.md) ----------------------------------------------------
@@ -111,6 +129,10 @@ class FeatureSettings(_Section):
     numeric: list[NumericFeatureSettings | str] = Field(default_factory=list)
     # Unknown feature names in a request are an error (typos would otherwise be silent).
     allow_unknown: bool = False
+    max_abs_z: float = Field(
+        DEFAULT_MAX_ABS_Z, gt=0,
+        description="numeric features beyond ±this many std from their mean are out of range",
+    )  # fmt: skip
     categorical: list[CategoricalFeatureSettings] = Field(default_factory=list)
     text: TextFeatureSettings | None = None
 
@@ -132,7 +154,9 @@ class FeatureSettings(_Section):
         out = []
         for item in self.numeric:
             f = NumericFeatureSettings(name=item) if isinstance(item, str) else item
-            out.append(NumericFeature(f.name, f.default, f.mean, f.std))
+            lo = -math.inf if f.min is None else f.min
+            hi = math.inf if f.max is None else f.max
+            out.append(NumericFeature(f.name, f.default, f.mean, f.std, lo, hi))
         return tuple(out)
 
 
@@ -145,6 +169,33 @@ class RewardSettings(_Section):
     weights: dict[str, float] = Field(default_factory=lambda: {"quality": 1.0})
     clip_min: float | None = None
     clip_max: float | None = None
+    min: float = Field(-DEFAULT_REWARD_BOUND, description="smallest reward learned")
+    max: float = Field(DEFAULT_REWARD_BOUND, description="largest reward learned")
+    out_of_range: Literal["reject", "clip"] = Field(
+        "reject", description="a reward outside [min, max]: refused (INVALID_ARGUMENT) or clipped"
+    )
+    metric_bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="metric -> [min, max]; others within ±1e9"
+    )
+
+    @model_validator(mode="after")
+    def _finite(self) -> RewardSettings:
+        bounds = [self.min, self.max, *self.weights.values()]
+        bounds += [v for pair in self.metric_bounds.values() for v in pair]
+        bounds += [v for v in (self.clip_min, self.clip_max) if v is not None]
+        if not all(math.isfinite(v) for v in bounds):
+            raise ValueError("reward weights, bounds and clips must be finite")
+        if not self.min <= self.max:
+            raise ValueError("reward.min must be <= reward.max")
+        if any(not lo <= hi for lo, hi in self.metric_bounds.values()):
+            raise ValueError("reward.metric_bounds: each [min, max] needs min <= max")
+        return self
+
+    def to_function(self) -> RewardFunction:
+        return RewardFunction(
+            dict(self.weights), self.clip_min, self.clip_max, self.min, self.max,
+            self.out_of_range == "clip", dict(self.metric_bounds),
+        )  # fmt: skip
 
 
 class PriceSettings(_Section):
@@ -155,6 +206,10 @@ class PriceSettings(_Section):
 
     cost: float = Field(0.0, ge=0)
     latency_ms: float = Field(0.0, ge=0)
+    max_cost: float = Field(DEFAULT_MAX_COST, gt=0, description="largest |candidate.cost|")
+    max_latency_ms: float = Field(
+        DEFAULT_MAX_LATENCY_MS, gt=0, description="largest candidate.expected_latency_ms"
+    )
 
 
 # -- paging (cache-aware adapter paging, docs/paging.md) ----------------------------------------
@@ -209,6 +264,12 @@ class PolicySettings(_Section):
     arms: list[str] = Field(default_factory=list)
     allow_new_arms: bool = False
     arm_features: int = Field(0, ge=0, le=256)
+    max_abs_arm_feature: float = Field(1000.0, gt=0, description="per-arm features within ±this")
+    out_of_range: Literal["clip", "reject"] = Field(
+        "clip",
+        description="Route inputs beyond their bounds (features, arm features, cost, latency):"
+        " clipped to the bound (counted) or refused with INVALID_ARGUMENT",
+    )
     max_candidates: int = Field(64, ge=1, le=4096)
     features: FeatureSettings = FeatureSettings()
     reward: RewardSettings = RewardSettings()
@@ -233,6 +294,12 @@ class PolicySettings(_Section):
             raise ValueError("arms has duplicates")
         if self.model == "disjoint" and self.arm_features:
             raise ValueError("arm_features needs model = 'shared'")
+        if not self.reward.min <= self.default_reward <= self.reward.max:
+            raise ValueError(
+                f"default_reward {self.default_reward:g} is outside [reward.min, reward.max]"
+            )
+        for feature in self.features.numeric_features():
+            feature.z_range(self.features.max_abs_z)  # ValueError if its default is out of range
         return self
 
     def to_config(self, name: str) -> PolicyConfig:
@@ -254,14 +321,20 @@ class PolicySettings(_Section):
             max_candidates=self.max_candidates,
             numeric=self.features.numeric_features(),
             allow_unknown_features=self.features.allow_unknown,
-            reward=RewardFunction(
-                dict(self.reward.weights), self.reward.clip_min, self.reward.clip_max
+            reward=self.reward.to_function(),
+            price=PriceWeights(
+                self.price.cost,
+                self.price.latency_ms,
+                self.price.max_cost,
+                self.price.max_latency_ms,
             ),
-            price=PriceWeights(self.price.cost, self.price.latency_ms),
             reward_wait_s=self.reward_wait_s,
             default_reward=self.default_reward if self.on_expiry == "default" else None,
             decay_factor=factor,
             decay_interval_s=interval,
+            clip_out_of_range=self.out_of_range == "clip",
+            max_abs_z=self.features.max_abs_z,
+            max_abs_arm_feature=self.max_abs_arm_feature,
         )
 
 

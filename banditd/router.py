@@ -7,6 +7,7 @@ No grpc, redis or onnxruntime types here. The server (server/service.py) and the
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import math
 import re
@@ -22,8 +23,10 @@ from banditd.errors import (
     ConfigError,
     DecisionExpiredError,
     DecisionNotFoundError,
+    FailedPreconditionError,
     InvalidRequestError,
     UnknownPolicyError,
+    shown,
 )
 from banditd.policies import linear, linucb, thompson
 from banditd.policies.choice import Choice, zeros
@@ -105,7 +108,7 @@ def policy_of(decision_id: str) -> str:
     policy, sep, rest = decision_id.rpartition(":")
     if not sep or not policy or not rest:
         raise InvalidRequestError(
-            f"decision_id {decision_id[:80]!r} is not one this daemon issued (expected"
+            f"decision_id {shown(decision_id)} is not one this daemon issued (expected"
             " '<policy>:<hex>' as returned by Route)"
         )
     return policy
@@ -135,6 +138,8 @@ class Router:
         self._template = template
         self._new_id = new_id
         self._pager = pager
+        self._clipped: dict[str, int] = {}  # out-of-range prices/arm features clipped
+        self.nonfinite_routes = 0  # Routes refused because a model gave non-finite scores
         self._stacks: dict[
             tuple[ModelKey, tuple[ArmId, ...]],
             tuple[tuple[ArmState, ...], Stack, tuple[int, ...]],
@@ -175,9 +180,18 @@ class Router:
         """Replace a policy's arm list at runtime (Admin AddArm/RemoveArm)."""
         for arm in arms:
             if not ARM_ID.match(arm):
-                raise InvalidRequestError(f"arm id {arm[:80]!r} must be 1-128 printable characters")
+                raise InvalidRequestError(f"arm id {shown(arm)} must be 1-128 printable characters")
         policy = self._resolve(name)
         self._policies[name] = dataclasses.replace(policy, arms=frozenset(arms))
+
+    def clipped(self) -> dict[str, int]:
+        """Per policy: Route inputs clipped to their bounds so far (features, prices)."""
+        out = dict(self._clipped)
+        for name, policy in self._policies.items():
+            extracted = getattr(policy.extractor, "clipped", 0)
+            if extracted:
+                out[name] = out.get(name, 0) + extracted
+        return out
 
     def specs(self) -> dict[str, ModelSpec]:
         return {name: p.spec for name, p in self._policies.items()}
@@ -189,12 +203,12 @@ class Router:
         if self._template is None:
             known = ", ".join(sorted(self._policies)) or "none"
             raise UnknownPolicyError(
-                f"unknown policy {name!r}; declared policies: {known}"
+                f"unknown policy {shown(name)}; declared policies: {known}"
                 " (declare it in the config or set auto_create_policies)"
             )
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
             raise InvalidRequestError(
-                f"policy name {name[:80]!r} must match [A-Za-z0-9_.-]{{1,64}}"
+                f"policy name {shown(name)} must match [A-Za-z0-9_.-]{{1,64}}"
             )
         config = dataclasses.replace(self._template, name=name)
         policy = self._policies[name] = self._build(config)
@@ -211,12 +225,12 @@ class Router:
     ) -> RouteResult:
         policy = self._resolve(policy_name)
         config = policy.config
-        ids, penalty = self._check_candidates(policy, segment, candidates)
+        ids, penalty, arm_features = self._check_candidates(policy, segment, candidates)
         x = await policy.extractor.extract(context)
-        shared = config.model == "shared"
+        shared = arm_features is not None
         key = ModelKey(config.name, segment)
-        if shared:
-            xs = [interaction(x, np.asarray(c.features, dtype=np.float64)) for c in candidates]
+        if arm_features is not None:
+            xs = [interaction(x, z) for z in arm_features]
             snapshot = await self._store.load(key, (SHARED_ARM,), policy.spec)
             states = [snapshot.arms[SHARED_ARM]] * len(ids)
         else:
@@ -242,6 +256,7 @@ class Router:
             choice = thompson.choose_stacked(stacked, x, penalty, params, self._rng)
         if self._pager is not None and paging is not None:
             choice = self._pager.explore(paging, replica, residency, ids, choice, self._rng)
+        self._check_finite(config.name, segment, choice)
         now = self._clock.now()
         decision_id = self._new_id(config.name)
         index = choice.index
@@ -266,6 +281,20 @@ class Router:
             snapshot.version, config.algorithm, snapshot.degraded, policy.extractor.fingerprint,
             deadline, advice,
         )  # fmt: skip
+
+    def _check_finite(self, policy: str, segment: str, choice: Choice) -> None:
+        """Scores and propensities are finite by construction (bounded inputs, finite states);
+        this proves it for each Route, so a NaN never reaches a caller or the trace."""
+        scores = choice.floats[2] if choice.floats is not None else choice.score.tolist()
+        chosen = float(choice.propensity[choice.index])
+        if math.isfinite(sum(scores)) and 0.0 < chosen <= 1.0 + 1e-9:
+            return
+        self.nonfinite_routes += 1
+        raise FailedPreconditionError(
+            f"the model of {policy!r}/{segment!r} gave non-finite scores or propensities; nothing"
+            " was recorded. Its state is suspect: export it, then delete the segment or reset"
+            " the policy"
+        )
 
     def _stacked(
         self, key: ModelKey, ids: tuple[ArmId, ...], states: Sequence[ArmState]
@@ -293,12 +322,13 @@ class Router:
 
     def _check_candidates(
         self, policy: _Policy, segment: str, candidates: Sequence[Candidate]
-    ) -> tuple[tuple[ArmId, ...], Vector]:
-        """Validate the candidates; return their ids and selection-time penalties.
+    ) -> tuple[tuple[ArmId, ...], Vector, list[Vector] | None]:
+        """Validate the candidates; return their ids, selection-time penalties and (shared
+        model) arm-feature vectors, out-of-range values clipped or refused by the policy's rule.
 
         Written for the hot path: checks run over whole columns (one `sum` proves every cost
-        and latency finite unless it overflows), and the per-candidate loops that name the
-        offender run only when a check fails.
+        and latency finite unless it overflows, four comparisons prove them in range), and the
+        per-candidate loops that name the offender run only when a check fails.
         """
         config = policy.config
         k = len(candidates)
@@ -310,45 +340,93 @@ class Router:
                 f" {config.max_candidates} (max_candidates)"
             )
         if segment and not SEGMENT.match(segment):
-            raise InvalidRequestError("segment must be at most 128 printable non-space characters")
+            raise InvalidRequestError(
+                f"segment {shown(segment)} must be at most 128 printable non-space characters"
+            )
         ids = tuple([c.id for c in candidates])
         if len(set(ids)) != k:
-            dupes = sorted({i for i in ids if ids.count(i) > 1})
-            raise InvalidRequestError(f"duplicate candidate ids {dupes}")
+            dupes = sorted(i for i, n in collections.Counter(ids).items() if n > 1)[:5]
+            raise InvalidRequestError(f"duplicate candidate ids {shown(dupes)}")
         if not policy.arms.issuperset(ids):  # declared arms were validated at start-up
             self._check_new_arms(policy, ids)
         costs = [c.cost for c in candidates]
         latencies = [c.expected_latency_ms for c in candidates]
-        if not math.isfinite(sum(costs) + sum(latencies)) or min(latencies) < 0:
-            for c in candidates:  # (an overflowing sum of finite values passes this loop)
-                if not (math.isfinite(c.cost) and math.isfinite(c.expected_latency_ms)):
-                    raise InvalidRequestError(
-                        f"candidate {c.id!r} has a non-finite cost or latency"
-                    )
-                if c.expected_latency_ms < 0:
-                    raise InvalidRequestError(f"candidate {c.id!r} has a negative expected latency")
-        if config.model == "shared":
-            for c in candidates:
-                if len(c.features) != config.arm_features:
-                    raise InvalidRequestError(
-                        f"candidate {c.id!r} has {len(c.features)} features; policy"
-                        f" {config.name!r} expects {config.arm_features} (arm_features)"
-                    )
-                if not all(math.isfinite(v) for v in c.features):
-                    raise InvalidRequestError(f"candidate {c.id!r} has non-finite features")
-        elif any([c.features for c in candidates]):  # noqa: C419 (a list: faster, all are read)
+        price = config.price
+        if (
+            not math.isfinite(sum(costs) + sum(latencies))
+            or min(latencies) < 0
+            or max(latencies) > price.max_latency_ms
+            or max(costs) > price.max_cost
+            or min(costs) < -price.max_cost
+        ):
+            costs, latencies = self._prices_in_range(config, candidates)
+        arm_features = self._arm_features(config, candidates) if config.model == "shared" else None
+        if arm_features is None and any([c.features for c in candidates]):  # noqa: C419
             bad = next(c.id for c in candidates if c.features)
             raise InvalidRequestError(
                 f"candidate {bad!r} has features but policy {config.name!r} is disjoint"
                 " (per-arm features need model = 'shared')"
             )
-        w_cost, w_latency = config.price.cost, config.price.latency_ms
+        w_cost, w_latency = price.cost, price.latency_ms
         if not (w_cost or w_latency):
-            return ids, zeros(k)
+            return ids, zeros(k), arm_features
         penalty = np.array(
             [w_cost * c + w_latency * t for c, t in zip(costs, latencies, strict=True)]
         )
-        return ids, penalty
+        return ids, penalty, arm_features
+
+    def _prices_in_range(
+        self, config: PolicyConfig, candidates: Sequence[Candidate]
+    ) -> tuple[list[float], list[float]]:
+        """Costs and latencies with out-of-range ones clipped, or InvalidRequestError naming the
+        first bad candidate (non-finite or negative latency: always refused)."""
+        price = config.price
+        costs, latencies = [], []
+        for c in candidates:  # (an overflowing sum of finite values passes this loop)
+            cost, latency = c.cost, c.expected_latency_ms
+            if not (math.isfinite(cost) and math.isfinite(latency)):
+                raise InvalidRequestError(f"candidate {c.id!r} has a non-finite cost or latency")
+            if latency < 0:
+                raise InvalidRequestError(f"candidate {c.id!r} has a negative expected latency")
+            if abs(cost) > price.max_cost or latency > price.max_latency_ms:
+                if not config.clip_out_of_range:
+                    raise InvalidRequestError(
+                        f"candidate {c.id!r} has cost {cost:g} / expected latency {latency:g} ms;"
+                        f" policy {config.name!r} takes |cost| <= {price.max_cost:g} and"
+                        f" latency <= {price.max_latency_ms:g} ms (price.max_cost,"
+                        " price.max_latency_ms)"
+                    )
+                self._clipped[config.name] = self._clipped.get(config.name, 0) + 1
+                cost = min(max(cost, -price.max_cost), price.max_cost)
+                latency = min(latency, price.max_latency_ms)
+            costs.append(cost)
+            latencies.append(latency)
+        return costs, latencies
+
+    def _arm_features(self, config: PolicyConfig, candidates: Sequence[Candidate]) -> list[Vector]:
+        """The shared model's per-arm feature vectors, checked (and clipped) like features."""
+        bound = config.max_abs_arm_feature
+        out = []
+        for c in candidates:
+            if len(c.features) != config.arm_features:
+                raise InvalidRequestError(
+                    f"candidate {c.id!r} has {len(c.features)} features; policy"
+                    f" {config.name!r} expects {config.arm_features} (arm_features)"
+                )
+            z = np.asarray(c.features, dtype=np.float64)
+            if not np.isfinite(z).all():
+                raise InvalidRequestError(f"candidate {c.id!r} has non-finite features")
+            if np.abs(z).max(initial=0.0) > bound:
+                if not config.clip_out_of_range:
+                    raise InvalidRequestError(
+                        f"candidate {c.id!r} has a feature beyond ±{bound:g}; policy"
+                        f" {config.name!r} takes arm features within ±{bound:g}"
+                        " (max_abs_arm_feature)"
+                    )
+                self._clipped[config.name] = self._clipped.get(config.name, 0) + 1
+                z = np.clip(z, -bound, bound)
+            out.append(z)
+        return out
 
     def _check_new_arms(self, policy: _Policy, ids: tuple[ArmId, ...]) -> None:
         """Candidates outside the declared arms: valid ids, and only if allow_new_arms."""
@@ -362,7 +440,7 @@ class Router:
                 continue
             if not ARM_ID.match(arm):
                 raise InvalidRequestError(
-                    f"candidate id {arm[:80]!r} must be 1-128 printable non-space characters"
+                    f"candidate id {shown(arm)} must be 1-128 printable non-space characters"
                 )
             if not config.allow_new_arms:
                 raise InvalidRequestError(
@@ -435,7 +513,9 @@ class Router:
         """The decision's policy and the reward to learn; errors before anything is stored."""
         policy = self._policies.get(policy_of(decision_id))
         if policy is None:
-            raise DecisionNotFoundError(f"decision {decision_id!r} is unknown (unknown policy)")
+            raise DecisionNotFoundError(
+                f"decision {shown(decision_id)} is unknown (unknown policy)"
+            )
         return policy, self._reward(policy.config, reward, metrics)
 
     def _joined(
@@ -457,31 +537,22 @@ class Router:
                     else f"applied its default reward {settled.reward}"
                 )  # fmt: skip
                 raise DecisionExpiredError(
-                    f"decision {decision_id!r} expired: its reward wait window"
+                    f"decision {shown(decision_id)} expired: its reward wait window"
                     f" ({policy.config.reward_wait_s:g} s) ended at unix time"
                     f" {settled.settled_at:.3f} and the policy {rule}; this reward was not applied"
                 )
             case _:
                 raise DecisionNotFoundError(
-                    f"decision {decision_id!r} is unknown: never issued, or settled longer ago"
+                    f"decision {shown(decision_id)} is unknown: never issued, or settled longer ago"
                     " than store.tombstone_ttl_s"
                 )
 
     @staticmethod
     def _reward(config: PolicyConfig, reward: float | None, metrics: Mapping[str, float]) -> float:
-        for name, value in metrics.items():
-            if not math.isfinite(value):
-                raise InvalidRequestError(f"metric {name!r} is {value}; metrics must be finite")
-        if reward is None:
-            if not metrics:
-                raise InvalidRequestError("feedback needs a reward or metrics")
-            try:
-                reward = config.reward.combine(metrics)
-            except ValueError as exc:
-                raise InvalidRequestError(str(exc)) from None
-        if not math.isfinite(reward):
-            raise InvalidRequestError(f"reward is {reward}; rewards must be finite")
-        return reward
+        try:
+            return config.reward.value(reward, metrics)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
 
     # -- expiry --------------------------------------------------------------------------
     async def expire(self, limit: int = 1000) -> list[Settlement]:

@@ -35,12 +35,19 @@ from banditd.cache.controller import (
     select,
 )
 from banditd.cache.residency import ResidencyStore
-from banditd.errors import InvalidRequestError
+from banditd.errors import InvalidRequestError, ResourceExhaustedError
 from banditd.policies.choice import Choice, draw
 from banditd.policies.linear import Vector
 
 MAX_REPLICAS = 4096  # bounds the in-process state a caller can create
 REPLICA = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
+
+
+def _too_many_replicas() -> ResourceExhaustedError:
+    return ResourceExhaustedError(
+        f"more than {MAX_REPLICAS} replicas are paged; replica names should name serving"
+        " replicas (GPUs), not requests"
+    )
 
 
 def check_replica(replica: str) -> str:
@@ -137,10 +144,7 @@ class Pager:
         state = self._replicas.get(replica)
         if state is None:
             if len(self._replicas) >= MAX_REPLICAS:
-                raise InvalidRequestError(
-                    f"more than {MAX_REPLICAS} replicas are paged; replica names should name"
-                    " serving replicas (GPUs), not requests"
-                )
+                raise _too_many_replicas()
             burst = max(config.load_burst, 1)
             budget = LoadBudget(config.max_loads_per_s, burst, float(burst), 0.0)
             state = _Replica(EpochClock(), budget, deque(maxlen=config.window))
@@ -231,7 +235,11 @@ class Pager:
 
     async def report(self, replica: str, residency: Residency) -> PagingPlan:
         """The serving stack's account of a replica's residency replaces banditd's view."""
-        await self._store.put(check_replica(replica), residency)
+        check_replica(replica)
+        known = replica in self._replicas or await self._store.get(replica) is not None
+        if not known and len(await self._store.replicas()) >= MAX_REPLICAS:
+            raise _too_many_replicas()
+        await self._store.put(replica, residency)
         return await self.current(replica)
 
     async def current(self, replica: str) -> PagingPlan:

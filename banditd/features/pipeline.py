@@ -26,7 +26,12 @@ import numpy as np
 
 from banditd.errors import InvalidRequestError
 from banditd.features.batcher import BatchingEncoder
-from banditd.features.schema import NumericExtractor, NumericFeature, fingerprint_of
+from banditd.features.schema import (
+    DEFAULT_MAX_ABS_Z,
+    NumericExtractor,
+    NumericFeature,
+    fingerprint_of,
+)
 from banditd.policies.linear import Vector
 from banditd.types import Context
 
@@ -80,13 +85,15 @@ class PipelineExtractor:
         text: TextFeature | None = None,
         encoder: BatchingEncoder | None = None,
         allow_unknown: bool = False,
+        max_abs_z: float = DEFAULT_MAX_ABS_Z,
+        clip: bool = True,
     ) -> None:
         if (text is None) != (encoder is None):
             raise ValueError("a text block needs an encoder and vice versa")
         names = [f.name for f in categorical]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate categorical names in {names}")
-        self._numeric = NumericExtractor(numeric, allow_unknown=True)
+        self._numeric = NumericExtractor(numeric, True, max_abs_z, clip)
         self._numeric_names = frozenset(f.name for f in numeric)
         self._categorical = tuple(categorical)
         self._vocab = {f.name: {v: i for i, v in enumerate(f.vocabulary)} for f in categorical}
@@ -119,6 +126,11 @@ class PipelineExtractor:
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    @property
+    def clipped(self) -> int:
+        """Numeric values clipped to their bounds so far."""
+        return self._numeric.clipped
 
     @property
     def encoder(self) -> BatchingEncoder | None:

@@ -16,6 +16,7 @@ pay an O(d³) factorisation.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,17 @@ Matrix = npt.NDArray[np.float64]  # shape (d, d)
 
 # Re-derive A⁻¹ from S every this many rank-one steps, so rounding error cannot accumulate.
 REFRESH_EVERY = 4096
+# Beyond this xᵀA⁻¹x, Sherman–Morrison's A⁻¹ − (A⁻¹x)(A⁻¹x)ᵀ/(1 + xᵀA⁻¹x) loses more than 8 of
+# A⁻¹'s 16 digits to cancellation (and can reach a zero diagonal): rebuild from S instead.
+# Bounded features keep xᵀA⁻¹x <= ‖x‖²/λ, far below it.
+MAX_RANK_ONE_QUAD = 1e8
+
+
+class UnsafeUpdateError(ValueError):
+    """An update or stored sums would leave S, b or A⁻¹ non-finite, or A not positive definite.
+
+    The state it was computed from is unchanged (states are immutable); callers refuse it.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,33 +80,58 @@ def shared_prior(dim: int, l2: float) -> ArmState:
 
 
 def from_sums(s: Matrix, b: Vector, n: int, l2: float) -> ArmState:
-    """Rebuild the derived inverse from stored sums: A⁻¹ = (λI + S)⁻¹ (O(d³), via Cholesky)."""
+    """Rebuild the derived inverse from stored sums: A⁻¹ = (λI + S)⁻¹ (O(d³), via Cholesky).
+
+    UnsafeUpdateError if the sums are not finite or λI + S is not positive definite.
+    """
     dim = b.shape[0]
+    if not math.isfinite(float(s.sum()) + float(b.sum())):
+        raise UnsafeUpdateError("S or b is not finite")
     a = s + l2 * np.eye(dim)
     a = 0.5 * (a + a.T)
-    chol = np.linalg.cholesky(a)
-    chol_inv = np.linalg.inv(chol)
+    try:
+        chol = np.linalg.cholesky(a)
+        chol_inv = np.linalg.inv(chol)
+    except np.linalg.LinAlgError as exc:  # (NaN or inf in S end here too)
+        raise UnsafeUpdateError(f"λI + S is not positive definite: {exc}") from None
     a_inv = chol_inv.T @ chol_inv
-    return ArmState(s, a_inv, b, a_inv @ b, n, l2)
+    theta = a_inv @ b
+    if not math.isfinite(float(a_inv.sum()) + float(theta.sum())) or a_inv.diagonal().min() <= 0:
+        raise UnsafeUpdateError("the sums give a non-finite or singular A⁻¹")
+    return ArmState(s, a_inv, b, theta, n, l2)
 
 
 def update(state: ArmState, x: Vector, reward: float, weight: float = 1.0) -> ArmState:
     """Add one weighted observation: S += w x xᵀ, b += w r x, A⁻¹ by Sherman–Morrison.
 
     (A + w x xᵀ)⁻¹ = A⁻¹ − w (A⁻¹x)(A⁻¹x)ᵀ / (1 + w xᵀA⁻¹x), O(d²).
+
+    UnsafeUpdateError, leaving `state` as it was, if the result would not be finite. If
+    rounding made A⁻¹ lose positive definiteness (xᵀA⁻¹x < 0), A⁻¹ is re-derived from S.
     """
     if weight <= 0:
         raise ValueError(f"weight must be > 0, got {weight}")
     wx = x * weight if weight != 1.0 else x
     s = state.s + x[:, None] * wx
     b = state.b + reward * wx
+    # One sum proves every entry finite: a NaN or an infinity (or an overflow) makes it so.
+    if not math.isfinite(float(s.sum()) + float(b.sum())):
+        raise UnsafeUpdateError("the update would make S or b non-finite")
     steps = state.steps + 1
     if steps >= REFRESH_EVERY:
         return from_sums(s, b, state.n + 1, state.l2)
     a_inv_x = state.a_inv @ x
-    shrink = weight / (1.0 + weight * float(x @ a_inv_x))
+    quad = float(x @ a_inv_x)
+    if not 0.0 <= quad <= MAX_RANK_ONE_QUAD:
+        # xᵀA⁻¹x < 0: rounding drifted A⁻¹ off positive definite (or it is NaN); huge: the
+        # subtraction would cancel A⁻¹'s diagonal to nothing. Either way, rebuild from S.
+        return from_sums(s, b, state.n + 1, state.l2)
+    shrink = weight / (1.0 + weight * quad)
     a_inv = state.a_inv - a_inv_x[:, None] * (a_inv_x * shrink)
-    return ArmState(s, a_inv, b, a_inv @ b, state.n + 1, state.l2, steps)
+    theta = a_inv @ b
+    if not math.isfinite(quad + float(theta.sum())):
+        raise UnsafeUpdateError("the update would make A⁻¹ or θ non-finite")
+    return ArmState(s, a_inv, b, theta, state.n + 1, state.l2, steps)
 
 
 def decay(state: ArmState, factor: float) -> ArmState:

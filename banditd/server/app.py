@@ -84,7 +84,10 @@ def extractor_factory(
         declared = settings.policies.get(policy.name)
         features = (declared or settings.policy_template).features
         if features.is_numeric_only:
-            return NumericExtractor(policy.numeric, policy.allow_unknown_features)
+            return NumericExtractor(
+                policy.numeric, policy.allow_unknown_features, policy.max_abs_z,
+                policy.clip_out_of_range,
+            )  # fmt: skip
         text = features.text
         return PipelineExtractor(
             policy.numeric,
@@ -94,6 +97,8 @@ def extractor_factory(
                 None if text is None else encoder_for(settings.text_encoder.encoder_options(text))
             ),
             allow_unknown=policy.allow_unknown_features,
+            max_abs_z=policy.max_abs_z,
+            clip=policy.clip_out_of_range,
         )
 
     return build

@@ -6,7 +6,6 @@ No policy math and no store access here: everything goes through banditd.router.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from banditd.errors import (
     DecisionNotFoundError,
     FailedPreconditionError,
     InvalidRequestError,
+    ResourceExhaustedError,
     StateUnavailableError,
 )
 from banditd.policies.choice import one_hot, zeros
@@ -43,6 +43,7 @@ _STATUS: dict[type[BanditdError], grpc.StatusCode] = {
     FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     StateUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 _FEEDBACK_STATUS = {
@@ -51,6 +52,8 @@ _FEEDBACK_STATUS = {
 }
 
 MAX_TEXT_BYTES = 256 * 1024
+MAX_LOAD_MS = 3_600_000.0  # a reported adapter load time over an hour is a caller's bug
+MAX_ADAPTER_BYTES = 1 << 40
 SERVICE = "banditd.v1.Router"
 Handler = Callable[[Any, Any], Awaitable[Any]]  # (request, context) -> response
 
@@ -160,8 +163,10 @@ def to_residency(request: pb.ReportResidencyRequest) -> Residency:
     ids = [a.adapter_id for a in request.adapters]
     if len(set(ids)) != len(ids) or not all(ids):
         raise InvalidRequestError("adapter ids must be non-empty and unique")
-    if any(not math.isfinite(a.load_ms) or a.load_ms < 0 for a in request.adapters):
-        raise InvalidRequestError("load_ms must be finite and >= 0")
+    if any(not 0 <= a.load_ms <= MAX_LOAD_MS for a in request.adapters):  # (False for NaN)
+        raise InvalidRequestError(f"load_ms must be in [0, {MAX_LOAD_MS:g}]")
+    if any(a.size_bytes > MAX_ADAPTER_BYTES for a in request.adapters):
+        raise InvalidRequestError(f"size_bytes must be at most {MAX_ADAPTER_BYTES} (1 TiB)")
     return Residency(
         frozenset(a.adapter_id for a in request.adapters if a.resident),
         request.capacity_slots,

@@ -55,7 +55,9 @@ class SimClock:
 
 def numeric_extractor(config: PolicyConfig) -> FeatureExtractor:
     """The daemon's default pipeline (server/app.py builds the same one)."""
-    return NumericExtractor(config.numeric, config.allow_unknown_features)
+    return NumericExtractor(
+        config.numeric, config.allow_unknown_features, config.max_abs_z, config.clip_out_of_range
+    )
 
 
 def sequential_ids() -> Callable[[str], str]:

@@ -19,6 +19,7 @@ One JSON object per line, in the order events happened:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -34,7 +35,12 @@ class JsonlTraceWriter:
         self._unflushed = 0
 
     def write(self, record: Mapping[str, object]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        """Append one record as strict JSON (RFC 8259: no NaN or Infinity tokens)."""
+        try:
+            line = json.dumps(record, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # a non-finite number: written as null, never as a bare NaN
+            line = json.dumps(_finite(record), separators=(",", ":"), allow_nan=False)
+        self._file.write(line + "\n")
         self._unflushed += 1
         if self._unflushed >= self._flush_every:
             self.flush()
@@ -45,6 +51,17 @@ class JsonlTraceWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _finite(value: object) -> object:
+    """`value` with every non-finite float replaced by None (recursively)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read_trace(path: Path) -> Iterator[dict[str, object]]:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from banditd.errors import FailedPreconditionError, StateUnavailableError
+from banditd.errors import FailedPreconditionError, StateUnavailableError, UpdateRefusedError
 from banditd.feedback.joiner import Verdict, expiry_outcome, join
 from banditd.policies import linear
 from banditd.policies.linear import ArmState
@@ -64,6 +64,7 @@ class InMemoryModelStore:
         self._deadlines: list[tuple[float, DecisionId]] = []
         self._tombstones = TombstoneLog(max_tombstones, tombstone_ttl_s)
         self._max_pending = max_pending
+        self.refused_updates = 0  # rewards refused because the model would turn non-finite
 
     # -- reads ---------------------------------------------------------------------------
     async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
@@ -154,7 +155,11 @@ class InMemoryModelStore:
                                        pending.segment, None, 0, now))  # fmt: skip
                 continue
             outcome, reward = expiry_outcome(spec.default_reward)
-            done.append(self._end(pending, outcome, reward, now, spec))
+            try:
+                done.append(self._end(pending, outcome, reward, now, spec))
+            except FailedPreconditionError:  # the model refuses it (pipeline, finiteness)
+                # Dropped, not retried: the sweeper would meet the same refusal forever.
+                done.append(self._end(pending, Outcome.DROPPED, None, now, spec))
         self._tombstones.prune(now)
         return done
 
@@ -188,24 +193,36 @@ class InMemoryModelStore:
                           pending.segment, reward, version, now)  # fmt: skip
 
     def _apply(self, pending: PendingDecision, reward: float, now: float, spec: ModelSpec) -> int:
+        """Add the reward to its arm; every check runs before anything is changed."""
         model = self._models.get(pending.key)
-        if model is None:
-            model = self._models[pending.key] = _Model({}, {}, spec.fingerprint)
-        check_fingerprint(pending.key, model.fingerprint, spec)
+        if model is not None:
+            check_fingerprint(pending.key, model.fingerprint, spec)
         arm = pending.state_arm
-        state = model.arms.get(arm) or self._prior(spec)
+        state = (model.arms.get(arm) if model else None) or self._prior(spec)
         if state.dim != pending.x.shape[0]:
             raise FailedPreconditionError(
                 f"model {pending.key} arm {arm!r} has dimension {state.dim} but the"
                 f" decision's vector has {pending.x.shape[0]}; was the policy's pipeline changed?"
             )
+        epoch = math.floor(now / spec.decay_interval_s)
+        try:
+            if spec.decay_factor < 1.0 and model is not None:
+                last = model.epochs.get(arm, epoch)
+                if epoch > last:
+                    state = linear.decay(state, spec.decay_factor ** (epoch - last))
+            updated = linear.update(state, pending.x, reward)
+        except linear.UnsafeUpdateError as exc:
+            self.refused_updates += 1
+            raise UpdateRefusedError(
+                f"model {pending.key.policy!r}/{pending.key.segment!r} arm {arm!r} cannot take"
+                f" decision {pending.decision_id!r}'s reward {reward:g}: {exc}; nothing was"
+                " changed and the decision stays pending"
+            ) from None
+        if model is None:
+            model = self._models[pending.key] = _Model({}, {}, spec.fingerprint)
         if spec.decay_factor < 1.0:
-            epoch = math.floor(now / spec.decay_interval_s)
-            last = model.epochs.get(arm, epoch)
-            if epoch > last:
-                state = linear.decay(state, spec.decay_factor ** (epoch - last))
             model.epochs[arm] = epoch
-        model.arms[arm] = linear.update(state, pending.x, reward)
+        model.arms[arm] = updated
         model.version += 1
         return model.version
 

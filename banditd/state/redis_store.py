@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from banditd.errors import StateUnavailableError
+from banditd.errors import FailedPreconditionError, StateUnavailableError, UpdateRefusedError
 from banditd.policies import linear
 from banditd.policies.linear import ArmState
 from banditd.state import codec, keys
@@ -87,6 +87,7 @@ class StoreStats:
     absorbed: int = 0  # settled rewards added to the cache in place of a later fetch
     refactorised: int = 0  # fetched sums turned into A⁻¹ (from_sums, O(d³))
     busy: int = 0  # calls refused because every pooled connection stayed in use
+    refused_updates: int = 0  # rewards refused because the sums would turn non-finite
 
 
 @dataclass(slots=True)
@@ -231,7 +232,14 @@ class RedisModelStore:
                 # the load was in flight (_absorb): then there is nothing to refactorise.
                 if current is None or current.stamp != int(stamp) or current.state.l2 != spec.l2:
                     sums = codec.decode_sums(blob)
-                    state = linear.from_sums(sums.s, sums.b, sums.n, spec.l2)
+                    try:
+                        state = linear.from_sums(sums.s, sums.b, sums.n, spec.l2)
+                    except linear.UnsafeUpdateError as exc:
+                        raise FailedPreconditionError(
+                            f"the stored sums of {key.policy!r}/{key.segment!r} arm {arm!r} are"
+                            f" unusable ({exc}); export them for a look, then delete the segment"
+                            " or reset the policy"
+                        ) from None
                     cache[arm] = _Cached(sums.stamp, state)
                     self.stats.refactorised += 1
             cached = cache.get(arm)
@@ -407,6 +415,13 @@ class RedisModelStore:
             code, detail = reply[1].decode(), reply[2].decode()
             if code == "fingerprint" and spec is not None:
                 check_fingerprint(ModelKey(policy), detail, spec)
+            if code == "nonfinite":
+                self.stats.refused_updates += 1
+                raise UpdateRefusedError(
+                    f"decision {decision_id!r}: its reward would make the stored sums of"
+                    f" {policy!r} {detail!r} non-finite; nothing was changed and the decision"
+                    " stays pending"
+                )
             raise StateUnavailableError(
                 f"decision {decision_id!r}: stored model has dimension/shape {detail!r} that"
                 " the decision's vector does not match; was the policy's pipeline changed?"
@@ -450,7 +465,11 @@ class RedisModelStore:
         x = codec.decode_vector(x_blob)
         if x.shape[0] != base.dim:
             return
-        cache[arm] = _Cached(int(stamp), linear.update(base, x, reward))
+        try:
+            cache[arm] = _Cached(int(stamp), linear.update(base, x, reward))
+        except linear.UnsafeUpdateError:  # the next load refetches the sums Redis holds
+            cache.pop(arm, None)
+            return
         self.stats.absorbed += 1
 
     async def close(self) -> None:

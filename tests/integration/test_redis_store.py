@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from banditd.errors import FailedPreconditionError, StateUnavailableError
+from banditd.errors import FailedPreconditionError, StateUnavailableError, UpdateRefusedError
+from banditd.state import codec
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
 from banditd.state.redis_store import RedisModelStore, RedisStoreParams
@@ -388,3 +389,44 @@ async def test_a_pool_busy_for_timeout_s_answers_unavailable_and_is_counted(redi
         assert await store.call(lambda: store.client.ping())  # the slot is free again
     finally:
         await store.close()
+
+
+async def test_settle_script_refuses_an_update_that_would_store_non_finite_sums(
+    rstore: RedisModelStore,
+) -> None:
+    """A pending vector whose outer product overflows (recorded before bounds existed): the
+    script writes nothing and answers UpdateRefusedError; the decision stays pending, and the
+    sweep drops it rather than retry it forever."""
+    await rstore.record(pending(1, "a", [1.0, 2.0, 3.0], T0))
+    await rstore.record(pending(2, "a", [1e200, 1.0, 1.0], T0))
+    await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
+    before = await rstore.client.hgetall(rstore.keys.sums("p"))
+    model = await rstore.client.hgetall(rstore.keys.model("p"))
+    with pytest.raises(UpdateRefusedError, match="non-finite"):
+        await rstore.settle("p:0002", 1.0, T0 + 1, SPEC)
+    assert await rstore.client.hgetall(rstore.keys.sums("p")) == before
+    assert await rstore.client.hgetall(rstore.keys.model("p")) == model
+    assert rstore.stats.refused_updates == 1
+    assert await rstore.client.exists(rstore.keys.pending("p:0002"))
+    done = await rstore.expire(T0 + 11, 10, {"p": SPEC})
+    assert [s.outcome for s in done] == [Outcome.DROPPED]
+    assert await rstore.client.hgetall(rstore.keys.sums("p")) == before
+
+
+async def test_load_refuses_stored_sums_that_are_not_finite(
+    rstore: RedisModelStore, redis_url: str
+) -> None:
+    """Sums poisoned before this version (or by hand) give FAILED_PRECONDITION on Route, not a
+    NaN score or an unhandled LinAlgError."""
+    await rstore.record(pending(1, "a", [1.0, 2.0, 3.0], T0))
+    await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
+    blob = await rstore.client.hget(rstore.keys.sums("p"), " a")
+    sums = codec.decode_sums(blob)
+    poisoned = codec.ArmSums(sums.s * np.inf, sums.b, sums.n, sums.epoch, sums.stamp + 1)
+    await rstore.client.hset(rstore.keys.sums("p"), " a", codec.encode_sums(poisoned))
+    other = await redis_store(redis_url, flush=False)
+    try:
+        with pytest.raises(FailedPreconditionError, match="unusable"):
+            await other.load(ModelKey("p"), ["a"], SPEC)
+    finally:
+        await other.close()

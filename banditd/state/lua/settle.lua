@@ -29,7 +29,8 @@
 --       arm holds that previous stamp adds x itself instead of fetching the sums again.
 --   {"skip"}          expire mode: not due, or already settled
 --   {"lost"}          expire mode: the pending hash vanished (TTL) before anyone settled it
---   {"error", code, detail}  code = fingerprint | dim; nothing was changed
+--   {"error", code, detail}  code = fingerprint | dim | nonfinite (the update would store a
+--       NaN or an infinity); nothing was changed
 
 local function f64(s, pos) return (struct.unpack('<d', s, pos or 1)) end
 local function p64(v) return struct.pack('<d', v) end
@@ -102,14 +103,23 @@ local function apply(p, reward)
     end
     if now_epoch > epoch then epoch = now_epoch end
   end
-  local k = 0
+  -- total: one sum of every new entry, to refuse an update that would store a NaN or an
+  -- infinity (either makes the sum non-finite, as does an overflow) before anything is written.
+  local k, total = 0, 0
   for i = 1, d do
     local xi = xs[i]
     for j = i, d do
       k = k + 1
-      s[k] = s[k] + xi * xs[j]
+      local v = s[k] + xi * xs[j]
+      s[k] = v
+      total = total + v
     end
-    b[i] = b[i] + reward * xi
+    local v = b[i] + reward * xi
+    b[i] = v
+    total = total + v
+  end
+  if total ~= total or total == math.huge or total == -math.huge then
+    return nil, {'error', 'nonfinite', p.sf}
   end
   n = n + 1
   local prev = redis.call('HGET', KEYS[3], p.af) or '-1'
@@ -150,9 +160,13 @@ local function finish(p, outcome, reward)
   return out, nil
 end
 
+-- The expiry rule. A default reward the model refuses (pipeline changed, non-finite sums)
+-- drops the decision instead: a sweeper retrying it would meet the same refusal forever.
 local function expiry(p)
   if ARGV[5] == '' then return finish(p, 'dropped', false) end
-  return finish(p, 'defaulted', f64(ARGV[5]))
+  local res, err = finish(p, 'defaulted', f64(ARGV[5]))
+  if err then return finish(p, 'dropped', false) end
+  return res, err
 end
 
 local raw = redis.call('HMGET', KEYS[1], 'segment', 'arm', 'x', 'deadline', 'sums_field',

@@ -367,6 +367,14 @@ class RedisSettings(_Section):
     pending_grace_s: float = Field(3600.0, ge=0, description="pending outlives its deadline")
     health_interval_s: float = Field(1.0, gt=0, description="readiness ping period")
     max_buffered: int = Field(10_000, ge=0, description="decisions kept while Redis is down")
+    buffer_max_age_s: float = Field(
+        600.0, gt=0, le=DAY_S,
+        description="a decision buffered during an outage and not flushed within this is given"
+        " up; until then other replicas answer its feedback UNAVAILABLE (retry), not NOT_FOUND",
+    )  # fmt: skip
+    spill_path: str = Field(
+        "", description="file for buffered decisions on shutdown, read back at start ('' = off)"
+    )
     max_connections: int = Field(
         64, ge=2, description="client pool size; calls beyond it wait for a free connection"
     )

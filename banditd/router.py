@@ -11,7 +11,6 @@ import collections
 import dataclasses
 import math
 import re
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ from banditd.errors import (
     UnknownPolicyError,
     shown,
 )
+from banditd.feedback.ids import MAX_ID_CHARS, new_decision_id
 from banditd.policies import linear, linucb, thompson
 from banditd.policies.choice import Choice, zeros
 from banditd.policies.linear import ArmState, Stack, Vector, interaction
@@ -100,13 +100,9 @@ def model_spec(policy: PolicyConfig, dim: int, fingerprint: str = "") -> ModelSp
     )
 
 
-def new_decision_id(policy: str) -> str:
-    return f"{policy}:{secrets.token_hex(12)}"
-
-
 def policy_of(decision_id: str) -> str:
     policy, sep, rest = decision_id.rpartition(":")
-    if not sep or not policy or not rest:
+    if not sep or not policy or not rest or len(decision_id) > MAX_ID_CHARS:
         raise InvalidRequestError(
             f"decision_id {shown(decision_id)} is not one this daemon issued (expected"
             " '<policy>:<hex>' as returned by Route)"
@@ -267,7 +263,10 @@ class Router:
             decision_id, config.name, segment, arm, xs[index] if shared else x, propensity,
             snapshot.version, now, deadline, SHARED_ARM if shared else "",
         )  # fmt: skip
-        await self._store.record(pending)
+        logged_as = await self._store.record(pending)
+        if logged_as != decision_id:  # buffered while the store was down: a marked id
+            decision_id = logged_as
+            pending = dataclasses.replace(pending, decision_id=logged_as)
         advice = None
         if self._pager is not None and paging is not None:
             advice = await self._pager.observe(

@@ -151,8 +151,9 @@ class ModelStore(Protocol):
         """States of these arms (the prior for arms never updated)."""
         ...
 
-    async def record(self, decision: PendingDecision) -> None:
-        """Log a pending decision until its deadline."""
+    async def record(self, decision: PendingDecision) -> DecisionId:
+        """Log a pending decision until its deadline; returns the id it is logged under (its
+        own, or a buffered one (feedback/ids.py) while a shared store is unreachable)."""
         ...
 
     async def settle(

@@ -126,6 +126,7 @@ def build_redis_store(settings: Settings) -> RedisModelStore:
     params = RedisStoreParams(
         prefix=r.key_prefix, timeout_s=r.timeout_s, pending_grace_s=r.pending_grace_s,
         tombstone_ttl_s=settings.store.tombstone_ttl_s, max_buffered=r.max_buffered,
+        buffer_max_age_s=r.buffer_max_age_s, spill_path=r.spill_path,
         max_connections=r.max_connections,
     )  # fmt: skip
     return RedisModelStore(connect(conn), params)

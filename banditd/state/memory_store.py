@@ -89,8 +89,9 @@ class InMemoryModelStore:
         return {key: dict(model.arms) for key, model in self._models.items()}
 
     # -- writes --------------------------------------------------------------------------
-    async def record(self, decision: PendingDecision) -> None:
+    async def record(self, decision: PendingDecision) -> DecisionId:
         self.record_now(decision)
+        return decision.decision_id
 
     def record_now(self, decision: PendingDecision) -> None:
         if len(self._pending) >= self._max_pending:

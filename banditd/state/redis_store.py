@@ -17,12 +17,15 @@ Design (docs/redis.md has the long form):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -30,10 +33,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from banditd.errors import FailedPreconditionError, StateUnavailableError, UpdateRefusedError
+from banditd.errors import (
+    FailedPreconditionError,
+    StateUnavailableError,
+    UpdateRefusedError,
+    shown,
+)
+from banditd.feedback import ids
 from banditd.policies import linear
 from banditd.policies.linear import ArmState
-from banditd.state import codec, keys
+from banditd.state import codec, keys, outage
 from banditd.state.connection import RedisClient
 from banditd.state.memory_store import check_fingerprint
 from banditd.types import (
@@ -50,6 +59,9 @@ from banditd.types import (
 log = structlog.get_logger("banditd.state")
 
 
+CLOCK_SKEW_S = 30.0  # replicas' clocks may differ this much (buffered-id retry window)
+
+
 def _script(name: str) -> str:
     return resources.files("banditd.state").joinpath("lua", name).read_text("utf-8")
 
@@ -61,7 +73,10 @@ class RedisStoreParams:
     expire them); retry_after_s: after a connection failure, calls fail fast this long;
     max_buffered: decisions kept locally while Redis is down; max_cached_models: (policy,
     segment) models whose derived inverses this replica keeps; max_connections: the client's
-    pool size (calls beyond it wait for a free connection, up to timeout_s)."""
+    pool size (calls beyond it wait for a free connection, up to timeout_s);
+    buffer_max_age_s: a buffered decision not flushed within this is given up (counted), and
+    other replicas answer UNAVAILABLE for its feedback until then; spill_path: where close()
+    writes buffered decisions it could not flush, read back at the next start ('' = off)."""
 
     prefix: str = keys.DEFAULT_PREFIX
     timeout_s: float = 0.25
@@ -71,6 +86,8 @@ class RedisStoreParams:
     max_buffered: int = 10_000
     max_cached_models: int = 10_000
     max_connections: int = 64
+    buffer_max_age_s: float = 600.0
+    spill_path: str = ""
 
 
 @dataclass(slots=True)
@@ -88,6 +105,9 @@ class StoreStats:
     refactorised: int = 0  # fetched sums turned into A⁻¹ (from_sums, O(d³))
     busy: int = 0  # calls refused because every pooled connection stayed in use
     refused_updates: int = 0  # rewards refused because the sums would turn non-finite
+    buffer_expired: int = 0  # buffered decisions given up after buffer_max_age_s
+    spilled: int = 0  # buffered decisions written to spill_path by close()
+    unspilled: int = 0  # buffered decisions read back from spill_path at start
 
 
 @dataclass(slots=True)
@@ -101,9 +121,15 @@ class RedisModelStore:
 
     concurrent = True  # settles of distinct decisions overlap their round trips
 
-    def __init__(self, client: RedisClient, params: RedisStoreParams | None = None) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        params: RedisStoreParams | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = client
         self._p = params or RedisStoreParams()
+        self._now = clock
         self._keys = keys.Keys(self._p.prefix)
         self._settle = client.register_script(_script("settle.lua"))
         self._record = client.register_script(_script("record.lua"))
@@ -118,6 +144,14 @@ class RedisModelStore:
         # One connection stays free for the readiness ping (which is not a `call`).
         self._slots = asyncio.Semaphore(max(1, self._p.max_connections - 1))
         self.stats = StoreStats()
+        self._spill = outage.SpillFile(Path(self._p.spill_path)) if self._p.spill_path else None
+        if self._spill is not None:
+            for decision in self._spill.read():
+                self._buffer[decision.decision_id] = decision
+            self.stats.unspilled = self.stats.buffered = len(self._buffer)
+            if self._buffer:
+                log.warning("state.buffer_restored", decisions=len(self._buffer),
+                            path=self._p.spill_path)  # fmt: skip
 
     @property
     def keys(self) -> keys.Keys:
@@ -306,24 +340,48 @@ class RedisModelStore:
         k, args = self._pending_args(decision)
         await self.call(lambda: self._record(keys=k, args=args))
 
-    async def record(self, decision: PendingDecision) -> None:
-        """Log the decision in Redis; while Redis is down, in a bounded local buffer."""
+    async def record(self, decision: PendingDecision) -> DecisionId:
+        """Log the decision in Redis; while Redis is down, in a bounded local buffer under a
+        buffered id (feedback/ids.py), which is returned."""
         try:
             await self._record_one(decision)
         except StateUnavailableError:
+            self._expire_buffer()
             if len(self._buffer) >= self._p.max_buffered:
                 self.stats.unrecorded += 1
                 log.warning("state.decision_unrecorded", decision_id=decision.decision_id)
-            else:
-                self._buffer[decision.decision_id] = decision
+                return decision.decision_id
+            at = decision.created_at
+            decision = dataclasses.replace(
+                decision, decision_id=ids.buffered_id(decision.decision_id, at)
+            )
+            self._buffer[decision.decision_id] = decision
             self.stats.buffered = len(self._buffer)
+        return decision.decision_id
+
+    def _expire_buffer(self) -> None:
+        """Give up buffered decisions older than buffer_max_age_s (other replicas stop telling
+        their callers to retry at that age, so flushing them later would break that promise)."""
+        oldest = self._now() - self._p.buffer_max_age_s
+        buffer = self._buffer
+        while buffer:  # oldest first (insertion order): stop at the first young one
+            decision_id, decision = next(iter(buffer.items()))
+            if decision.created_at >= oldest:
+                break
+            del buffer[decision_id]
+            self.stats.buffer_expired += 1
+            log.warning("state.buffer_expired", decision_id=decision_id)
+        self.stats.buffered = len(buffer)
 
     async def _flush(self) -> None:
         async with self._flush_lock:
+            self._expire_buffer()
             for decision_id, decision in list(self._buffer.items()):
                 await self._record_one(decision)
                 self._buffer.pop(decision_id, None)
             self.stats.buffered = len(self._buffer)
+            if self._spill is not None:
+                self._spill.remove()  # everything it held is in Redis now
 
     # -- settle / expire ----------------------------------------------------------------------
     def _spec_args(self, spec: ModelSpec, now: float) -> list[bytes | str]:
@@ -366,7 +424,25 @@ class RedisModelStore:
         ]  # fmt: skip
         args += self._spec_args(spec, now)
         reply = await self.call(lambda: self._settle(keys=k, args=args))
-        return self._settlement(reply, decision_id, policy, spec)
+        settled = self._settlement(reply, decision_id, policy, spec)
+        if settled.outcome is Outcome.UNKNOWN:
+            self._check_not_buffered_elsewhere(decision_id, now)
+        return settled
+
+    def _check_not_buffered_elsewhere(self, decision_id: DecisionId, now: float) -> None:
+        """StateUnavailableError (retry) for a decision another replica buffered during an
+        outage and may still flush: until buffer_max_age_s after it was buffered (plus a clock
+        skew margin), its reward must not get a final NOT_FOUND."""
+        at = ids.buffered_at(decision_id)
+        if at is None:
+            return
+        until = at + self._p.buffer_max_age_s + CLOCK_SKEW_S
+        if at - CLOCK_SKEW_S <= now < until:
+            raise StateUnavailableError(
+                f"decision {shown(decision_id)} was routed while Redis was unreachable and the"
+                " replica that routed it has not written it to Redis yet; retry (it is joinable"
+                f" once flushed; retries are answered so until unix time {until:.0f})"
+            )
 
     async def expire(
         self, now: float, limit: int, specs: Mapping[str, ModelSpec]
@@ -473,4 +549,16 @@ class RedisModelStore:
         self.stats.absorbed += 1
 
     async def close(self) -> None:
+        """Flush the outage buffer if Redis answers; spill what remains to spill_path."""
+        if self._buffer:
+            with contextlib.suppress(StateUnavailableError):
+                await self._flush()
+        if self._buffer and self._spill is not None:
+            self._spill.write(self._buffer.values())
+            self.stats.spilled = len(self._buffer)
+            log.warning("state.buffer_spilled", decisions=len(self._buffer),
+                        path=self._p.spill_path)  # fmt: skip
+        elif self._buffer:
+            log.warning("state.buffer_lost", decisions=len(self._buffer),
+                        hint="set store.redis.spill_path to keep them across restarts")  # fmt: skip
         await self._redis.aclose()

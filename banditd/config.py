@@ -280,6 +280,19 @@ class PolicySettings(_Section):
     decay_half_life_s: float = Field(0.0, ge=0, description="0 = no forgetting")
     decay_interval_s: float = Field(0.0, ge=0, description="0 = half_life / 16")
     paging: PagingSettings = PagingSettings()  # docs/paging.md
+    # Bounds on what callers can create (docs/deploy.md, "Bounds and memory").
+    max_segments: int = Field(1000, ge=0, description="segments with state; 0 = no limit")
+    on_segment_limit: Literal["refuse", "evict_lru"] = Field(
+        "refuse",
+        description="a new segment at max_segments: refused (RESOURCE_EXHAUSTED) or the least"
+        " recently used segment is forgotten",
+    )
+    segment_idle_ttl_s: float = Field(
+        30 * DAY_S, ge=0, description="a segment no Route used this long is forgotten; 0 = never"
+    )
+    max_arms: int = Field(
+        1024, ge=1, le=65_536, description="arms a policy routes to, incl. allow_new_arms ones"
+    )
 
     @field_validator("default_reward")
     @classmethod
@@ -294,6 +307,8 @@ class PolicySettings(_Section):
             raise ValueError("arms has duplicates")
         if self.model == "disjoint" and self.arm_features:
             raise ValueError("arm_features needs model = 'shared'")
+        if len(self.arms) > self.max_arms:
+            raise ValueError(f"{len(self.arms)} arms; max_arms is {self.max_arms}")
         if not self.reward.min <= self.default_reward <= self.reward.max:
             raise ValueError(
                 f"default_reward {self.default_reward:g} is outside [reward.min, reward.max]"
@@ -335,6 +350,10 @@ class PolicySettings(_Section):
             clip_out_of_range=self.out_of_range == "clip",
             max_abs_z=self.features.max_abs_z,
             max_abs_arm_feature=self.max_abs_arm_feature,
+            max_segments=self.max_segments,
+            evict_lru=self.on_segment_limit == "evict_lru",
+            segment_ttl_s=self.segment_idle_ttl_s,
+            max_arms=self.max_arms,
         )
 
 
@@ -389,10 +408,12 @@ class RedisSettings(_Section):
 
 class StoreSettings(_Section):
     backend: Literal["memory", "redis"] = "memory"
-    max_pending: int = Field(1_000_000, ge=1)
+    max_pending: int = Field(
+        200_000, ge=1, description="memory backend: decisions awaiting a reward (~0.7-1 kB each)"
+    )
     tombstone_ttl_s: float = Field(DAY_S, gt=0, description="how long duplicates are recognised")
     max_tombstones: int = Field(
-        1_000_000, ge=1,
+        500_000, ge=1,
         description="memory backend: ended decisions remembered (~190 B each), oldest first out",
     )  # fmt: skip
     redis: RedisSettings = RedisSettings()
@@ -412,6 +433,9 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     auto_create_policies: bool = False
+    max_auto_policies: int = Field(
+        100, ge=0, description="policies a replica creates from policy_template at most"
+    )
     policy_template: PolicySettings = PolicySettings()
     policies: dict[str, PolicySettings] = Field(default_factory=dict)
     text_encoder: TextEncoderSettings = TextEncoderSettings()  # docs/features.md

@@ -24,6 +24,7 @@ from banditd.errors import (
     DecisionNotFoundError,
     FailedPreconditionError,
     InvalidRequestError,
+    ResourceExhaustedError,
     UnknownPolicyError,
     shown,
 )
@@ -49,6 +50,7 @@ from banditd.types import (
 
 ARM_ID = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
 SEGMENT = re.compile(r"^[^\s\x00-\x1f]{0,128}$")
+POLICY_NAME = r"[A-Za-z0-9_.-]{1,64}"
 SHARED_ARM = "*"  # the store key of a shared model's single state
 MAX_STACKS = 4096  # cached stacked states (one per (model, candidate list)); oldest dropped
 _NOT_YET = BanditdError("not settled yet")  # feedback_many's placeholder, always replaced
@@ -97,6 +99,9 @@ def model_spec(policy: PolicyConfig, dim: int, fingerprint: str = "") -> ModelSp
         decay_interval_s=policy.decay_interval_s,
         default_reward=policy.default_reward,
         fingerprint=f"{policy.model}:{policy.arm_features}:{fingerprint}",
+        max_segments=policy.max_segments,
+        evict_lru=policy.evict_lru,
+        segment_ttl_s=policy.segment_ttl_s,
     )
 
 
@@ -124,6 +129,7 @@ class Router:
         template: PolicyConfig | None = None,
         new_id: Callable[[str], str] = new_decision_id,
         pager: Pager | None = None,
+        max_auto_policies: int = 100,
     ) -> None:
         self._extractor_for = extractor_for
         self._policies = {name: self._build(cfg) for name, cfg in policies.items()}
@@ -132,6 +138,9 @@ class Router:
         self._rng = rng
         self._trace = trace
         self._template = template
+        self._max_auto_policies = max_auto_policies
+        self._auto_created = 0
+        self._new_arms: dict[str, set[ArmId]] = {}  # per policy: arms added by allow_new_arms
         self._new_id = new_id
         self._pager = pager
         self._clipped: dict[str, int] = {}  # out-of-range prices/arm features clipped
@@ -202,12 +211,19 @@ class Router:
                 f"unknown policy {shown(name)}; declared policies: {known}"
                 " (declare it in the config or set auto_create_policies)"
             )
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        if not re.fullmatch(POLICY_NAME, name):
             raise InvalidRequestError(
                 f"policy name {shown(name)} must match [A-Za-z0-9_.-]{{1,64}}"
             )
+        if self._auto_created >= self._max_auto_policies:
+            raise ResourceExhaustedError(
+                f"policy {shown(name)} is not declared and {self._auto_created} policies were"
+                f" already auto-created, the limit (max_auto_policies ="
+                f" {self._max_auto_policies}); declare the policy in the config or raise the limit"
+            )
         config = dataclasses.replace(self._template, name=name)
         policy = self._policies[name] = self._build(config)
+        self._auto_created += 1
         return policy
 
     # -- Route ---------------------------------------------------------------------------
@@ -225,12 +241,13 @@ class Router:
         x = await policy.extractor.extract(context)
         shared = arm_features is not None
         key = ModelKey(config.name, segment)
+        used_at = self._clock.now()  # the segment's last use (and its limit) for the store
         if arm_features is not None:
             xs = [interaction(x, z) for z in arm_features]
-            snapshot = await self._store.load(key, (SHARED_ARM,), policy.spec)
+            snapshot = await self._store.load(key, (SHARED_ARM,), policy.spec, used_at)
             states = [snapshot.arms[SHARED_ARM]] * len(ids)
         else:
-            snapshot = await self._store.load(key, ids, policy.spec)
+            snapshot = await self._store.load(key, ids, policy.spec, used_at)
             arms = snapshot.arms
             states = [arms[arm] for arm in ids]
         # Paging: a non-resident adapter pays its expected paging cost (banditd/cache/pager.py).
@@ -444,8 +461,17 @@ class Router:
             if not config.allow_new_arms:
                 raise InvalidRequestError(
                     f"unknown arm {arm!r} for policy {config.name!r}; declared arms:"
-                    f" {sorted(policy.arms)} (or set allow_new_arms)"
+                    f" {shown(sorted(policy.arms))} (or set allow_new_arms)"
                 )
+            added = self._new_arms.setdefault(config.name, set())
+            if arm not in added:
+                if len(policy.arms) + len(added) >= config.max_arms:
+                    raise ResourceExhaustedError(
+                        f"policy {config.name!r} already routes to {config.max_arms} arms, its"
+                        f" limit (max_arms); new arm {arm!r} refused. Raise max_arms or send"
+                        " only the arms you serve"
+                    )
+                added.add(arm)
 
     # -- Feedback ------------------------------------------------------------------------
     async def feedback(
@@ -510,7 +536,10 @@ class Router:
         self, decision_id: str, reward: float | None, metrics: Mapping[str, float]
     ) -> tuple[_Policy, float]:
         """The decision's policy and the reward to learn; errors before anything is stored."""
-        policy = self._policies.get(policy_of(decision_id))
+        name = policy_of(decision_id)
+        policy = self._policies.get(name)
+        if policy is None and self._template is not None and re.fullmatch(POLICY_NAME, name):
+            policy = self._resolve(name)  # auto-created on another replica
         if policy is None:
             raise DecisionNotFoundError(
                 f"decision {shown(decision_id)} is unknown (unknown policy)"

@@ -36,6 +36,8 @@ class ModelSpec:
     decay_interval_s (1.0 = no forgetting); default_reward: applied to decisions whose reward
     never came (None = drop them); fingerprint: of the feature pipeline (a store refuses, with
     FailedPreconditionError, to score or update a model built under another fingerprint).
+    max_segments / evict_lru / segment_ttl_s bound the policy's segments (the store enforces
+    them when a Route loads a model: ResourceExhaustedError, or eviction; idle ones expire).
     """
 
     dim: int
@@ -44,6 +46,9 @@ class ModelSpec:
     decay_interval_s: float = 3600.0
     default_reward: float | None = None
     fingerprint: str = ""  # the feature pipeline's; state built under another is refused
+    max_segments: int = 0  # segments a policy may have (0 = no limit)
+    evict_lru: bool = False  # at max_segments: forget the least recently used (else refuse)
+    segment_ttl_s: float = 0.0  # forget a segment unused this long (0 = never)
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.l2 <= 0 or not 0 < self.decay_factor <= 1:
@@ -134,6 +139,16 @@ class ModelSnapshot:
     degraded: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """One segment of a policy: when a Route last used it, its arms with state, its version."""
+
+    segment: str
+    last_used: float
+    arms: int
+    version: int
+
+
 class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the Unix epoch (a fake in tests and the simulator)."""
@@ -147,8 +162,15 @@ class ModelStore(Protocol):
     # store): the Router then settles a FeedbackBatch's independent items concurrently.
     concurrent: bool
 
-    async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
-        """States of these arms (the prior for arms never updated)."""
+    async def load(
+        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, now: float | None = None
+    ) -> ModelSnapshot:
+        """States of these arms (the prior for arms never updated).
+
+        With `now` (a Route), the segment is registered as used at `now` and the policy's
+        segment limit enforced: ResourceExhaustedError for a new segment at max_segments, or
+        the least recently used one is forgotten (evict_lru).
+        """
         ...
 
     async def record(self, decision: PendingDecision) -> DecisionId:
@@ -169,6 +191,14 @@ class ModelStore(Protocol):
         self, now: float, limit: int, specs: Mapping[str, ModelSpec]
     ) -> list[Settlement]:
         """Settle up to `limit` decisions whose deadline passed: DEFAULTED or DROPPED."""
+        ...
+
+    async def segments(self, policy: str) -> list[SegmentInfo]:
+        """The policy's registered segments, most recently used first."""
+        ...
+
+    async def delete_segment(self, policy: str, segment: str) -> bool:
+        """Forget a segment's learned state; False if it had none."""
         ...
 
     async def close(self) -> None: ...

@@ -122,3 +122,7 @@ class PolicyConfig:
     clip_out_of_range: bool = True
     max_abs_z: float = DEFAULT_MAX_ABS_Z  # standardised numeric features: within ±this
     max_abs_arm_feature: float = 1000.0  # shared model's per-arm features: within ±this
+    max_segments: int = 1000  # segments with state (0 = no limit)
+    evict_lru: bool = False  # at max_segments: forget the least recently used, else refuse
+    segment_ttl_s: float = 30 * 86_400.0  # forget a segment unused this long (0 = never)
+    max_arms: int = 1024  # arms a policy may route to (allow_new_arms adds up to this many)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -160,7 +161,9 @@ class AdminService(apb_grpc.AdminServicer):
         try:
             admin = self._redis("import")
             self._router.arms(policy)  # unknown policies are refused, as Route would
-            arms = await admin.import_(policy, from_proto(request.state), request.replace)
+            arms = await admin.import_(
+                policy, from_proto(request.state), request.replace, time.time()
+            )
         except BanditdError as exc:
             await _abort(context, exc)
         log.info(

@@ -315,6 +315,7 @@ def build_daemon(
         trace=trace,
         template=template if settings.auto_create_policies else None,
         pager=pager,
+        max_auto_policies=settings.max_auto_policies,
     )
     metrics = Metrics()
     max_bytes = settings.server.max_message_bytes

@@ -12,6 +12,9 @@ may not contain braces, so the tag is always exactly the policy name. Decision i
     <prefix>:{<policy>}:pending:<id>     HASH  one pending decision (PENDING_FIELDS), TTL
     <prefix>:{<policy>}:tomb:<id>        HASH  how a decision ended (TOMB_FIELDS), TTL
     <prefix>:{<policy>}:arms             SET   runtime arm list set by the Admin service
+    <prefix>:{<policy>}:segments         ZSET  segment -> last use (unix s), for the segment
+                                               limit and idle expiry
+    <prefix>:{<policy>}:segarms          HASH  segment -> its sums fields, '\n'-separated
 
 Fields of the model hash (segments and arm ids contain no whitespace, so a space separates):
 
@@ -76,6 +79,12 @@ class Keys:
 
     def arms(self, policy: str) -> str:
         return f"{self._tag(policy)}:arms"
+
+    def segments(self, policy: str) -> str:
+        return f"{self._tag(policy)}:segments"
+
+    def segment_arms(self, policy: str) -> str:
+        return f"{self._tag(policy)}:segarms"
 
     def pending(self, decision_id: str) -> str:
         return f"{self._tag(policy_of(decision_id))}:pending:{decision_id}"

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from banditd.errors import FailedPreconditionError, StateUnavailableError, UpdateRefusedError
+from banditd.errors import (
+    FailedPreconditionError,
+    ResourceExhaustedError,
+    StateUnavailableError,
+    UpdateRefusedError,
+    shown,
+)
 from banditd.feedback.joiner import Verdict, expiry_outcome, join
 from banditd.policies import linear
 from banditd.policies.linear import ArmState
@@ -26,6 +33,7 @@ from banditd.types import (
     ModelSpec,
     Outcome,
     PendingDecision,
+    SegmentInfo,
     Settlement,
 )
 
@@ -48,6 +56,15 @@ def check_fingerprint(key: ModelKey, stored: str, spec: ModelSpec) -> None:
         )
 
 
+def segment_limit_error(key: ModelKey, spec: ModelSpec, count: int) -> ResourceExhaustedError:
+    return ResourceExhaustedError(
+        f"policy {key.policy!r} already has {count} segments, its limit (max_segments ="
+        f" {spec.max_segments}); new segment {shown(key.segment)} refused. Raise max_segments,"
+        " let idle segments expire (segment_idle_ttl_s), delete unused ones (Admin"
+        " DeleteSegment), or set on_segment_limit = 'evict_lru'"
+    )
+
+
 class InMemoryModelStore:
     """ModelStore in a dict. Not shared between processes; lost on restart."""
 
@@ -60,6 +77,10 @@ class InMemoryModelStore:
         tombstone_ttl_s: float = 86_400.0,
     ) -> None:
         self._models: dict[ModelKey, _Model] = {}
+        # policy -> segment -> last use, least recently used first
+        self._segments: dict[str, OrderedDict[str, float]] = {}
+        self.evicted_segments = 0  # forgotten at max_segments (evict_lru)
+        self.expired_segments = 0  # forgotten after segment_ttl_s unused
         self._pending: dict[DecisionId, PendingDecision] = {}
         self._deadlines: list[tuple[float, DecisionId]] = []
         self._tombstones = TombstoneLog(max_tombstones, tombstone_ttl_s)
@@ -67,11 +88,17 @@ class InMemoryModelStore:
         self.refused_updates = 0  # rewards refused because the model would turn non-finite
 
     # -- reads ---------------------------------------------------------------------------
-    async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
-        return self.load_now(key, arms, spec)
+    async def load(
+        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, now: float | None = None
+    ) -> ModelSnapshot:
+        return self.load_now(key, arms, spec, now)
 
-    def load_now(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
+    def load_now(
+        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, now: float | None = None
+    ) -> ModelSnapshot:
         """Synchronous `load` (the simulator's hot loop calls this directly)."""
+        if now is not None:
+            self._touch(key, spec, now)
         model = self._models.get(key)
         prior = self._prior(spec)
         if model is None:
@@ -79,6 +106,56 @@ class InMemoryModelStore:
         check_fingerprint(key, model.fingerprint, spec)
         states = model.arms
         return ModelSnapshot({arm: states.get(arm, prior) for arm in arms}, model.version)
+
+    def _touch(self, key: ModelKey, spec: ModelSpec, now: float) -> None:
+        """Register the segment's use at `now`, enforcing the policy's segment limit."""
+        segments = self._segments.get(key.policy)
+        if segments is None:
+            segments = self._segments[key.policy] = OrderedDict()
+        segment = key.segment
+        if segment in segments:
+            segments[segment] = now
+            segments.move_to_end(segment)
+            return
+        if spec.max_segments and len(segments) >= spec.max_segments:
+            if not spec.evict_lru:
+                raise segment_limit_error(key, spec, len(segments))
+            while len(segments) >= spec.max_segments:
+                oldest, _ = segments.popitem(last=False)
+                self._models.pop(ModelKey(key.policy, oldest), None)
+                self.evicted_segments += 1
+        segments[segment] = now
+
+    def _expire_segments(self, now: float, specs: Mapping[str, ModelSpec]) -> None:
+        for policy, segments in self._segments.items():
+            spec = specs.get(policy)
+            if spec is None or not spec.segment_ttl_s:
+                continue
+            cutoff = now - spec.segment_ttl_s
+            while segments:
+                segment, last = next(iter(segments.items()))
+                if last >= cutoff:
+                    break
+                del segments[segment]
+                self._models.pop(ModelKey(policy, segment), None)
+                self.expired_segments += 1
+
+    async def segments(self, policy: str) -> list[SegmentInfo]:
+        out = []
+        for segment, last in reversed(self._segments.get(policy, {}).items()):
+            model = self._models.get(ModelKey(policy, segment))
+            arms, version = (len(model.arms), model.version) if model else (0, 0)
+            out.append(SegmentInfo(segment, last, arms, version))
+        return out
+
+    async def delete_segment(self, policy: str, segment: str) -> bool:
+        segments = self._segments.get(policy)
+        registered = segments is not None and segments.pop(segment, None) is not None
+        return self._models.pop(ModelKey(policy, segment), None) is not None or registered
+
+    @property
+    def segment_count(self) -> int:
+        return sum(len(s) for s in self._segments.values())
 
     @property
     def pending_count(self) -> int:
@@ -162,6 +239,7 @@ class InMemoryModelStore:
                 # Dropped, not retried: the sweeper would meet the same refusal forever.
                 done.append(self._end(pending, Outcome.DROPPED, None, now, spec))
         self._tombstones.prune(now)
+        self._expire_segments(now, specs)
         return done
 
     async def close(self) -> None:
@@ -221,6 +299,10 @@ class InMemoryModelStore:
             ) from None
         if model is None:
             model = self._models[pending.key] = _Model({}, {}, spec.fingerprint)
+            # A decision of a segment forgotten since it was routed: registered again.
+            self._segments.setdefault(pending.policy, OrderedDict()).setdefault(
+                pending.segment, now
+            )
         if spec.decay_factor < 1.0:
             model.epochs[arm] = epoch
         model.arms[arm] = updated
@@ -250,4 +332,5 @@ class InMemoryModelStore:
         keys = [key for key in self._models if key.policy == policy]
         for key in keys:
             del self._models[key]
+        self._segments.pop(policy, None)
         return len(keys)

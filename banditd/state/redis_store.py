@@ -44,7 +44,7 @@ from banditd.policies import linear
 from banditd.policies.linear import ArmState
 from banditd.state import codec, keys, outage
 from banditd.state.connection import RedisClient
-from banditd.state.memory_store import check_fingerprint
+from banditd.state.memory_store import check_fingerprint, segment_limit_error
 from banditd.types import (
     ArmId,
     DecisionId,
@@ -53,6 +53,7 @@ from banditd.types import (
     ModelSpec,
     Outcome,
     PendingDecision,
+    SegmentInfo,
     Settlement,
 )
 
@@ -62,8 +63,18 @@ log = structlog.get_logger("banditd.state")
 CLOCK_SKEW_S = 30.0  # replicas' clocks may differ this much (buffered-id retry window)
 
 
-def _script(name: str) -> str:
+def _lua(name: str) -> str:
     return resources.files("banditd.state").joinpath("lua", name).read_text("utf-8")
+
+
+def segment_script() -> str:
+    """The segment helpers (lua/segment.lua), to put in front of a script that uses them."""
+    return _lua("segment.lua")
+
+
+def _script(name: str) -> str:
+    """A Lua script of lua/, with the segment helpers in front of it."""
+    return segment_script() + _lua(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +119,7 @@ class StoreStats:
     buffer_expired: int = 0  # buffered decisions given up after buffer_max_age_s
     spilled: int = 0  # buffered decisions written to spill_path by close()
     unspilled: int = 0  # buffered decisions read back from spill_path at start
+    expired_segments: int = 0  # segments forgotten after segment_ttl_s unused
 
 
 @dataclass(slots=True)
@@ -134,6 +146,11 @@ class RedisModelStore:
         self._settle = client.register_script(_script("settle.lua"))
         self._record = client.register_script(_script("record.lua"))
         self._load = client.register_script(_script("load.lua"))
+        self._prune = client.register_script(_script("prune.lua"))
+        # KEYS as segment_keys(); ARGV[1] the segment. Returns 1 if it was registered, else 0.
+        self._forget = client.register_script(
+            segment_script() + "return forget_segment(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])"
+        )
         self._fields: dict[tuple[str, tuple[ArmId, ...]], tuple[str, str, str, str]] = {}
         self._cache: dict[ModelKey, dict[ArmId, _Cached]] = {}
         self._versions: dict[ModelKey, int] = {}
@@ -229,8 +246,16 @@ class RedisModelStore:
     def _prior(self, spec: ModelSpec) -> ArmState:
         return linear.shared_prior(spec.dim, spec.l2)
 
-    async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
-        """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved."""
+    def segment_keys(self, policy: str) -> list[str]:
+        """KEYS of the segment scripts (load.lua, prune.lua, the Admin's)."""
+        k = self._keys
+        return [k.model(policy), k.sums(policy), k.segments(policy), k.segment_arms(policy)]
+
+    async def load(
+        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, now: float | None = None
+    ) -> ModelSnapshot:
+        """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved; with
+        `now`, the segment's last use and limit too."""
         cache = self._cache.get(key)
         if cache is None:
             cache = self._cache[key] = {}
@@ -240,14 +265,21 @@ class RedisModelStore:
             str(c.stamp) if (c := cache.get(arm)) is not None and c.state.l2 == spec.l2 else "-1"
             for arm in arms
         ])  # fmt: skip
-        k = [self._keys.model(key.policy), self._keys.sums(key.policy)]
-        args = [*self._load_fields(key.segment, tuple(arms)), held]
+        k = self.segment_keys(key.policy)
+        args = [*self._load_fields(key.segment, tuple(arms)), held, key.segment]
+        if now is None:
+            args += ["", "0", "", "0"]
+        else:
+            refresh = min(60.0, spec.segment_ttl_s / 10) if spec.segment_ttl_s else 60.0
+            on_limit = "evict" if spec.evict_lru else "refuse"
+            args += [repr(now), str(spec.max_segments), on_limit, repr(refresh)]
         try:
-            version_raw, fp_raw, stamps_raw, blobs = await self.call(
-                lambda: self._load(keys=k, args=args)
-            )
+            reply = await self.call(lambda: self._load(keys=k, args=args))
         except StateUnavailableError:
             return self._degraded(key, arms, spec)
+        if reply[0] == b"full":
+            raise segment_limit_error(key, spec, int(reply[1]))
+        version_raw, fp_raw, stamps_raw, blobs = reply
         if fp_raw is not None:
             check_fingerprint(key, fp_raw.decode(), spec)
         prior = self._prior(spec)
@@ -404,6 +436,8 @@ class RedisModelStore:
             self._keys.model(policy),
             self._keys.sums(policy),
             self._keys.deadlines(policy),
+            self._keys.segment_arms(policy),
+            self._keys.segments(policy),
         ]
 
     async def settle(
@@ -455,7 +489,40 @@ class RedisModelStore:
             if len(done) >= limit:
                 break
             done += await self._expire_policy(policy, now, limit - len(done), specs.get(policy))
+        for policy, spec in specs.items():
+            if spec.segment_ttl_s:
+                await self._prune_segments(policy, now - spec.segment_ttl_s, limit)
         return done
+
+    async def _prune_segments(self, policy: str, cutoff: float, limit: int) -> None:
+        """Forget segments not used since `cutoff` (prune.lua), at most `limit` per call."""
+        k, args = self.segment_keys(policy), [repr(cutoff), str(limit)]
+        gone = await self.call(lambda: self._prune(keys=k, args=args))
+        if gone:
+            self.stats.expired_segments += len(gone)
+            log.info("state.segments_expired", policy=policy, segments=len(gone))
+
+    async def segments(self, policy: str) -> list[SegmentInfo]:
+        k = self._keys
+        raw = await self.call(
+            lambda: self._redis.zrange(k.segments(policy), 0, -1, desc=True, withscores=True)
+        )
+        names = [name.decode() for name, _ in raw]
+        if not names:
+            return []
+        index = await self.call(lambda: self._redis.hmget(k.segment_arms(policy), names))
+        versions = await self.call(
+            lambda: self._redis.hmget(k.model(policy), [keys.version_field(n) for n in names])
+        )
+        scores = [float(score) for _, score in raw]
+        return [
+            SegmentInfo(name, score, arms.count(b"\n") + 1 if arms else 0, int(version or 0))
+            for name, score, arms, version in zip(names, scores, index, versions, strict=True)
+        ]
+
+    async def delete_segment(self, policy: str, segment: str) -> bool:
+        k = self.segment_keys(policy)
+        return bool(await self.call(lambda: self._forget(keys=k, args=[segment])))
 
     async def _expire_policy(
         self, policy: str, now: float, limit: int, spec: ModelSpec | None

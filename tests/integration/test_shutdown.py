@@ -36,11 +36,13 @@ class GatedStore(InMemoryModelStore):
         self.gate = asyncio.Event()
         self.closed = False
 
-    async def load(self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec) -> ModelSnapshot:
+    async def load(
+        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, now: float | None = None
+    ) -> ModelSnapshot:
         if self.hold:
             self.entered.set()
             await self.gate.wait()
-        return await super().load(key, arms, spec)
+        return await super().load(key, arms, spec, now)
 
     async def close(self) -> None:
         self.closed = True

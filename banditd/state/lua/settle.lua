@@ -7,6 +7,8 @@
 -- KEYS[3]  model         HASH (counter, versions, fingerprints, arm stamps)
 -- KEYS[4]  sums          HASH (codec sums blobs)
 -- KEYS[5]  deadlines     ZSET
+-- KEYS[6]  segarms       HASH (segment -> its sums fields; segment.lua)
+-- KEYS[7]  segments      ZSET (segment -> last use)
 -- ARGV[1]  decision id
 -- ARGV[2]  mode: "feedback" | "expire" (only if due) | "orphan" (policy gone: forget, no tomb)
 -- ARGV[3]  reward, float64 LE ("" unless mode = feedback)
@@ -89,6 +91,7 @@ local function apply(p, reward)
     for i = 1, d do b[i] = 0.0 end
     for k = 1, m do s[k] = 0.0 end
   end
+  local new_arm = not blob
   local scaled = false
   local factor = f64(ARGV[6])
   if factor < 1 then
@@ -131,6 +134,10 @@ local function apply(p, reward)
   p64s(b, out)
   p64s(s, out)
   redis.call('HSET', KEYS[4], p.sf, table.concat(out))
+  if new_arm then  -- the arm's first state in this segment: index it, register the segment
+    index_sums_field(KEYS[6], p.segment, p.sf)
+    redis.call('ZADD', KEYS[7], 'NX', now, p.segment)
+  end
   local delta = nil
   if not scaled then delta = {p.x, prev, stamp, p.af} end
   return version, nil, delta

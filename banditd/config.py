@@ -272,6 +272,12 @@ class ServerSettings(_Section):
     # Deploy (issue #7): after SIGTERM, readiness is NOT_SERVING but RPCs are still accepted for
     # this long, so readiness-aware clients stop sending before the server stops accepting.
     drain_delay_s: float = Field(0.0, ge=0, le=60, description="serve on while NOT_SERVING")
+    # Finding 7: then keep accepting until the Router service has answered nothing for this long
+    # (at most grace_s), so calls already sent are served instead of cancelled (server/app.py).
+    drain_idle_s: float = Field(
+        0.25, ge=0, le=10,
+        description="on SIGTERM, serve until no RPC has been answered for this long (<= grace_s)",
+    )  # fmt: skip
     max_message_bytes: int = Field(1 << 20, ge=1024)
     sweep_interval_s: float = Field(1.0, gt=0, description="how often expired decisions settle")
     feedback_batch_max: int = Field(1000, ge=1, description="items per FeedbackBatch call")

@@ -64,6 +64,10 @@ class HotStats(Collector):
     def outcome(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
+    def answered(self) -> int:
+        """RPCs answered so far (any method, any code); read by the drain on SIGTERM."""
+        return int(sum(row[0] for row in list(self.rpcs.values())))
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "banditd_rpc_requests", "RPCs by method and gRPC status code", labels=["rpc", "code"]

@@ -3,7 +3,7 @@
 A client keeps 64 Route and Feedback RPCs in flight (each of 64 workers starts its next call as
 soon as the last one answers), SIGTERM arrives, the workers start nothing new, and every call
 that was in flight must come back OK. Before the drain fix, grpc.aio's server.stop() cancelled
-the calls its transport had received but no handler had picked up yet: about 60 of the 64
+the calls its transport had received but no handler had picked up yet: 53-59 of the 64
 came back CANCELLED. drain_delay_s is 0 here (the default), so nothing but the drain saves
 them.
 """

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 import numpy as np
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, start_http_server
 
@@ -40,6 +40,7 @@ from banditd.features.schema import NumericExtractor
 from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
 from banditd.server.admin_service import AdminService
+from banditd.server.health_status import HealthStatus
 from banditd.server.metrics import Metrics
 from banditd.server.service import RouterService, add_router_service
 from banditd.sim.traces import JsonlTraceWriter
@@ -141,7 +142,7 @@ async def sync_arms(daemon: Daemon, store: RedisModelStore) -> None:
 
 
 async def watch_store(daemon: Daemon, interval_s: float) -> None:
-    """Readiness follows Redis: ping it every interval_s, export the store's counters."""
+    """The learning path follows Redis: ping it every interval_s, export the store's counters."""
     store = daemon.store
     assert isinstance(store, RedisModelStore)
     seen = {"unavailable": 0, "unrecorded": 0, "lost_pending": 0, "busy": 0}
@@ -149,7 +150,7 @@ async def watch_store(daemon: Daemon, interval_s: float) -> None:
     while True:
         try:
             serving = await _watch_once(daemon, store, serving, seen)
-        except Exception:  # the watcher must outlive any surprise; it is readiness itself
+        except Exception:  # the watcher must outlive any surprise; it is the store's health
             log.exception("state.watch_failed")
         await asyncio.sleep(interval_s)
 
@@ -159,12 +160,8 @@ async def _watch_once(
 ) -> bool:
     m = daemon.metrics
     ok = await store.ping()
-    if ok is not serving:
-        status = health_pb2.HealthCheckResponse.SERVING
-        if not ok:
-            status = health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
-            await daemon.health.set(name, status)
+    if ok is not serving:  # liveness never follows Redis; readiness only if the operator asked
+        await daemon.status.store(ok)
         log.log(20 if ok else 30, "state.health", redis_ok=ok)
     st = store.stats
     for name, counter in (
@@ -198,16 +195,20 @@ class Daemon:
     pager: Pager | None = None
     encoders: dict[EncoderOptions, BatchingEncoder] = field(default_factory=dict)
     _exported: dict[str, int] = field(default_factory=dict)
+    status: HealthStatus = field(init=False)
+
+    def __post_init__(self) -> None:
+        requires_store = self.settings.server.readiness_requires_store
+        self.status = HealthStatus(self.health, self.metrics, requires_store)
 
     async def start(self) -> None:
+        store_up = True
         if isinstance(self.store, RedisModelStore):
             # Connect (and, for a Cluster, learn the slot map) before the first RPC: redis-py's
             # cluster client breaks connections if many requests race its lazy initialisation.
-            await self.store.ping()
+            store_up = await self.store.ping()
         await self.server.start()
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.metrics.serving.set(1)
+        await self.status.start(store_up)
         if isinstance(self.store, RedisModelStore):
             interval = self.settings.store.redis.health_interval_s
             self.tasks.append(asyncio.create_task(watch_store(self, interval)))
@@ -217,9 +218,7 @@ class Daemon:
         grace_s = self.settings.server.grace_s if grace_s is None else grace_s
         for task in self.tasks:  # first: the store watcher must not flip readiness back on
             await _cancel(task)
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.metrics.serving.set(0)
+        await self.status.stop()  # every health name NOT_SERVING: readiness off
         if self.settings.server.drain_delay_s:
             await asyncio.sleep(self.settings.server.drain_delay_s)
         waited_s = await self.drain(grace_s)

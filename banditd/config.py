@@ -272,14 +272,15 @@ class ServerSettings(_Section):
     # Deploy (issue #7): after SIGTERM, readiness is NOT_SERVING but RPCs are still accepted for
     # this long, so readiness-aware clients stop sending before the server stops accepting.
     drain_delay_s: float = Field(0.0, ge=0, le=60, description="serve on while NOT_SERVING")
-    # Robustness issue, finding 7: then keep accepting until the Router service has answered nothing for this long
-    # (at most grace_s), so calls already sent are served instead of cancelled (server/app.py).
+    # Robustness issue, finding 7: then keep accepting until the Router service has answered
+    # nothing for this long (at most grace_s), so calls already sent are served, not cancelled
+    # (Daemon.drain in server/app.py).
     drain_idle_s: float = Field(
         0.25, ge=0, le=10,
         description="on SIGTERM, serve until no RPC has been answered for this long (<= grace_s)",
     )  # fmt: skip
-    # Robustness issue, finding 3: off, a Redis outage only takes health `banditd.v1.Learning` out of service;
-    # Route answers degraded and the pod stays ready (server/health_status.py).
+    # Robustness issue, finding 3: off, a Redis outage only takes health `banditd.v1.Learning`
+    # out of service; Route answers degraded and the pod stays ready (server/health_status.py).
     readiness_requires_store: bool = Field(
         False,
         description="readiness (health banditd.v1.Router) NOT_SERVING while the store is down",

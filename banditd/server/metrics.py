@@ -1,11 +1,11 @@
 """Prometheus metrics of one daemon (own registry, so tests can run several servers).
 
 The per-RPC series (request counts, latency histogram, decisions, feedback outcomes, model
-versions, degraded, the last settle's time) are counted in plain dicts by `HotStats` and turned into Prometheus
-families only when /metrics is scraped. prometheus-client's Counter.inc and Histogram.observe
-take a lock and check the metric's state on every call: nine such calls per Route+Feedback cost
-~10 µs, about 7% of the in-process handler (docs/bench.md). Everything off the hot path stays an
-ordinary prometheus-client metric.
+versions, degraded, the last settle's time) are counted in plain dicts by `HotStats` and turned
+into Prometheus families only when /metrics is scraped. prometheus-client's Counter.inc and
+Histogram.observe take a lock and check the metric's state on every call: nine such calls per
+Route+Feedback cost ~10 µs, about 7% of the in-process handler (docs/bench.md). Everything off
+the hot path stays an ordinary prometheus-client metric.
 """
 
 from __future__ import annotations

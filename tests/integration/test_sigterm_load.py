@@ -86,29 +86,30 @@ async def _wait_serving(daemon: Daemon) -> None:
 @pytest.fixture(params=["memory", "redis"])
 async def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Daemon]:
     """`python -m banditd serve --config <toml>` on a free port, memory or Redis store."""
-    redis = None
     store = '[store]\nbackend = "memory"'
+    redis = None
     if request.param == "redis":
         redis, redis_port = start_redis(tmp_path)
         store = (
             f'[store]\nbackend = "redis"\n[store.redis]\nurl = "redis://127.0.0.1:{redis_port}/0"'
         )
-    port = free_port()
-    config = tmp_path / "banditd.toml"
-    config.write_text(_config(port, store), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITD_")}
-    log_path = tmp_path / "daemon.log"
-    with log_path.open("wb") as log_file:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "banditd", "serve", "--config", str(config),
-            env=env, cwd=tmp_path, stdout=log_file, stderr=log_file,
-        )  # fmt: skip
-    running = Daemon(proc, f"127.0.0.1:{port}", log_path)
-    try:
+    proc = None
+    try:  # nothing started here outlives the test, whatever fails
+        port = free_port()
+        config = tmp_path / "banditd.toml"
+        config.write_text(_config(port, store), encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITD_")}
+        log_path = tmp_path / "daemon.log"
+        with log_path.open("wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "banditd", "serve", "--config", str(config),
+                env=env, cwd=tmp_path, stdout=log_file, stderr=log_file,
+            )  # fmt: skip
+        running = Daemon(proc, f"127.0.0.1:{port}", log_path)
         await _wait_serving(running)
         yield running
     finally:
-        if proc.returncode is None:
+        if proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
         if redis is not None:

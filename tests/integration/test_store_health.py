@@ -100,12 +100,14 @@ async def redis_daemon(
     def restart() -> None:
         procs.append(start_redis(tmp_path, port=port))
 
-    daemon = build_daemon(redis_settings(port, **server))
-    await daemon.start()
-    try:
+    daemon = None
+    try:  # a Redis must not outlive a daemon that failed to build or start
+        daemon = build_daemon(redis_settings(port, **server))
+        await daemon.start()
         yield daemon, kill, restart
     finally:
-        await daemon.stop(grace_s=0)
+        if daemon is not None:
+            await daemon.stop(grace_s=0)
         for proc, _ in procs:
             if proc.poll() is None:
                 proc.terminate()

@@ -44,7 +44,8 @@ WORKDIR /var/lib/banditd
 USER 10001:10001
 EXPOSE 50051 9464
 # For docker/compose; Kubernetes uses its native gRPC probes (deploy/base/deployment.yaml).
+# Liveness (health service ""): a Redis outage never fails it, so nothing replaces the container.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "banditd.server.probe", "--service", "banditd.v1.Router"]
+    CMD ["python", "-m", "banditd.server.probe"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["banditd", "serve"]

@@ -364,6 +364,19 @@ class ServerSettings(_Section):
     # Deploy (issue #7): after SIGTERM, readiness is NOT_SERVING but RPCs are still accepted for
     # this long, so readiness-aware clients stop sending before the server stops accepting.
     drain_delay_s: float = Field(0.0, ge=0, le=60, description="serve on while NOT_SERVING")
+    # Robustness issue, finding 7: then keep accepting until the Router service has answered
+    # nothing for this long (at most grace_s), so calls already sent are served, not cancelled
+    # (Daemon.drain in server/app.py).
+    drain_idle_s: float = Field(
+        0.25, ge=0, le=10,
+        description="on SIGTERM, serve until no RPC has been answered for this long (<= grace_s)",
+    )  # fmt: skip
+    # Robustness issue, finding 3: off, a Redis outage only takes health `banditd.v1.Learning`
+    # out of service; Route answers degraded and the pod stays ready (server/health_status.py).
+    readiness_requires_store: bool = Field(
+        False,
+        description="readiness (health banditd.v1.Router) NOT_SERVING while the store is down",
+    )
     max_message_bytes: int = Field(1 << 20, ge=1024)
     sweep_interval_s: float = Field(1.0, gt=0, description="how often expired decisions settle")
     feedback_batch_max: int = Field(1000, ge=1, description="items per FeedbackBatch call")
@@ -384,7 +397,7 @@ class RedisSettings(_Section):
     timeout_s: float = Field(0.25, gt=0, description="bound on each call; then degraded")
     cluster: bool = Field(False, description="url names one node of a Redis Cluster")
     pending_grace_s: float = Field(3600.0, ge=0, description="pending outlives its deadline")
-    health_interval_s: float = Field(1.0, gt=0, description="readiness ping period")
+    health_interval_s: float = Field(1.0, gt=0, description="store health ping period")
     max_buffered: int = Field(10_000, ge=0, description="decisions kept while Redis is down")
     buffer_max_age_s: float = Field(
         600.0, gt=0, le=DAY_S,

@@ -1,16 +1,17 @@
 """Prometheus metrics of one daemon (own registry, so tests can run several servers).
 
 The per-RPC series (request counts, latency histogram, decisions, feedback outcomes, model
-versions, degraded) are counted in plain dicts by `HotStats` and turned into Prometheus
-families only when /metrics is scraped. prometheus-client's Counter.inc and Histogram.observe
-take a lock and check the metric's state on every call: nine such calls per Route+Feedback cost
-~10 µs, about 7% of the in-process handler (docs/bench.md). Everything off the hot path stays an
-ordinary prometheus-client metric.
+versions, degraded, the last settle's time) are counted in plain dicts by `HotStats` and turned
+into Prometheus families only when /metrics is scraped. prometheus-client's Counter.inc and
+Histogram.observe take a lock and check the metric's state on every call: nine such calls per
+Route+Feedback cost ~10 µs, about 7% of the in-process handler (docs/bench.md). Everything off
+the hot path stays an ordinary prometheus-client metric.
 """
 
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +25,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from banditd import __version__
+
+# Outcomes that settle a decision in the store: a reward or an expiry rule was applied.
+_SETTLED = frozenset({"applied", "defaulted", "dropped"})
 
 LATENCY_BUCKETS_S = (
     0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -47,6 +51,7 @@ class HotStats(Collector):
         self.outcomes: dict[str, int] = {}
         self.versions: dict[str, int] = {}
         self.degraded = 0
+        self.last_settle_s = 0.0  # unix time of the last settle (feedback or expiry); 0 = none
 
     def rpc(self, rpc: str, code: str, elapsed_s: float) -> None:
         row = self.rpcs.get((rpc, code))
@@ -62,7 +67,14 @@ class HotStats(Collector):
         self.degraded = 1 if degraded else 0
 
     def outcome(self, outcome: str) -> None:
+        """Count how a decision ended; a settle (not a duplicate or refusal) stamps the time."""
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if outcome in _SETTLED:
+            self.last_settle_s = time.time()
+
+    def answered(self) -> int:
+        """RPCs answered so far (any method, any code); read by the drain on SIGTERM."""
+        return int(sum(row[0] for row in list(self.rpcs.values())))
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -93,6 +105,11 @@ class HotStats(Collector):
                       "Latest model version seen per policy", "policy", self.versions)  # fmt: skip
         yield GaugeMetricFamily(
             "banditd_degraded", "1 while Route answers from a cached model", value=self.degraded
+        )
+        yield GaugeMetricFamily(
+            "banditd_last_settle_timestamp_seconds",
+            "Unix time of the last decision settled by feedback or expiry (0 = none yet)",
+            value=self.last_settle_s,
         )
 
 
@@ -155,8 +172,9 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.serving = Gauge(
-            "banditd_serving", "1 while gRPC health says SERVING; 0 while draining", registry=r
-        )
+            "banditd_serving", "1 while readiness (health banditd.v1.Router) is SERVING",
+            registry=r,
+        )  # fmt: skip
         self.build_info = Gauge(
             "banditd_build_info", "Always 1; the running version is a label", ["version"],
             registry=r,
@@ -177,6 +195,11 @@ class Metrics:
             "banditd_store_busy",
             "Redis calls refused because every pooled connection stayed in use for timeout_s"
             " (raise store.redis.max_connections)",
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "banditd_store_up",
+            "1 while the state store takes updates (Redis answers its ping; always 1 in memory)",
             registry=r,
         )
         self.outage_buffered = Gauge(

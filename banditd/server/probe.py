@@ -2,7 +2,15 @@
 
 The container image's HEALTHCHECK, and an exec probe for clusters without native gRPC probes
 (Kubernetes < 1.24). It reads the same config as `banditd serve` (BANDITD_CONFIG, BANDITD_* env)
-to find the port, and asks the standard grpc.health.v1 service.
+to find the port, and asks the standard grpc.health.v1 service about one name
+(banditd/server/health_status.py):
+
+- `""` (the default): liveness, the process can serve; a Redis outage never fails it. The
+  image's HEALTHCHECK asks this, so an orchestrator that replaces unhealthy containers does not
+  replace them all when Redis goes down.
+- `banditd.v1.Router`: readiness, Route can answer (degraded included); NOT_SERVING from
+  shutdown on, and while Redis is down only with `server.readiness_requires_store`.
+- `banditd.v1.Learning`: the learning path, NOT_SERVING while Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from banditd.config import load_settings
+from banditd.server.health_status import LEARNING, LIVENESS, READINESS
 
 _WILDCARD_HOSTS = {"", "0.0.0.0", "[::]", "::"}  # wildcard listen hosts
 
@@ -38,7 +47,11 @@ def check(address: str, service: str = "", timeout_s: float = 2.0) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m banditd.server.probe", description=__doc__)
     parser.add_argument("--address", help="host:port (default: from server.listen)")
-    parser.add_argument("--service", default="", help="health service name ('' = whole server)")
+    parser.add_argument(
+        "--service", default=LIVENESS,
+        help=f"health service name: '' = liveness (default), {READINESS} = readiness,"
+        f" {LEARNING} = the learning path (Redis)",
+    )  # fmt: skip
     parser.add_argument("--timeout-s", type=float, default=2.0)
     args = parser.parse_args(argv)
     address = args.address
@@ -50,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"unhealthy: {address}: {exc.code().name}", file=sys.stderr)
         return 1
-    print(f"{address} {args.service or '(server)'}: {status}")
+    print(f"{address} {args.service or '(liveness)'}: {status}")
     return 0 if status == "SERVING" else 1
 
 

@@ -18,6 +18,8 @@ KEY_SERIES = {
     "banditd_adapter_cache_loads_total", "banditd_adapter_cache_evictions_total",
     "banditd_feature_cache_hits_total", "banditd_feature_cache_misses_total",
     "banditd_store_errors_total", "banditd_degraded",
+    # the learning path's state (health banditd.v1.Learning)
+    "banditd_store_up", "banditd_outage_buffered", "banditd_last_settle_timestamp_seconds",
 }  # fmt: skip
 
 

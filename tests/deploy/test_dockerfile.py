@@ -7,6 +7,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+from banditd.server.health_status import LIVENESS
 from tests.deploy.conftest import ROOT, Instruction, find, parse_dockerfile, render, sidecar, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -86,14 +87,16 @@ def test_entrypoint_is_banditd_serve_with_the_mounted_config() -> None:
     assert not [x for x in _final_stage() if x.keyword == "CMD"], "args come from the pod spec"
 
 
-def test_healthcheck_asks_the_grpc_health_service() -> None:
-    """HEALTHCHECK runs banditd.server.probe (grpc.health.v1 Check) against the Router service."""
+def test_healthcheck_asks_the_grpc_health_service_for_liveness() -> None:
+    """HEALTHCHECK runs banditd.server.probe (grpc.health.v1 Check) against liveness (""), which
+    a Redis outage never fails: an orchestrator replacing unhealthy containers leaves them be."""
     (check,) = [x.value for x in _final_stage() if x.keyword == "HEALTHCHECK"]
     options, _, command = check.partition("CMD ")
     assert "--start-period" in options
     argv = Instruction("CMD", command).exec_form()
     assert argv[:3] == ["python", "-m", "banditd.server.probe"]
-    assert argv[argv.index("--service") + 1] == "banditd.v1.Router"
+    service = argv[argv.index("--service") + 1] if "--service" in argv else LIVENESS
+    assert service == LIVENESS
 
 
 def _glob(pattern: str) -> re.Pattern[str]:

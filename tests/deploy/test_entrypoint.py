@@ -30,6 +30,7 @@ from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.config import StoreSettings
 from banditd.server.app import SERVICE_NAME
+from banditd.server.health_status import LEARNING, LIVENESS, READINESS
 from tests.deploy.conftest import ROOT, find, parse_dockerfile, render, sidecar
 from tests.integration.conftest import free_port, start_redis
 
@@ -199,7 +200,7 @@ async def test_entrypoint_is_healthy_and_exports_metrics(running: Running) -> No
     """grpc.health.v1 says SERVING, the HEALTHCHECK passes, /metrics has every key series."""
     async with grpc.aio.insecure_channel(running.grpc_address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", SERVICE_NAME):
+        for service in (LIVENESS, READINESS, LEARNING):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == SERVING, service
         router = pb_grpc.RouterStub(channel)
@@ -223,6 +224,8 @@ async def test_entrypoint_is_healthy_and_exports_metrics(running: Running) -> No
     assert _value(samples, "banditd_model_version", policy="chat") >= 1
     assert _value(samples, "banditd_serving") == 1
     assert _value(samples, "banditd_degraded") == 0
+    assert _value(samples, "banditd_store_up") == 1
+    assert _value(samples, "banditd_last_settle_timestamp_seconds") > 0  # the Feedback
     for name in (
         "banditd_pending_decisions", "banditd_store_errors_total",
         "banditd_adapter_cache_hits_total", "banditd_adapter_cache_misses_total",

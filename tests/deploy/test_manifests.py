@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from banditd.config import load_settings
-from banditd.server.app import SERVICE_NAME
+from banditd.server.health_status import LIVENESS, READINESS
 from tests.deploy.conftest import CONFIG_TOML, OVERLAYS, find, render, sidecar
 
 # Native sidecars are on by default from 1.29 and the preStop sleep action from 1.30: the oldest
@@ -76,9 +76,22 @@ def test_probes_use_the_grpc_health_service_on_the_listen_port(overlay: str) -> 
     assert ports["metrics"] == _port(config["server"]["metrics_listen"])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == ports["grpc"], probe
-    assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    assert container["readinessProbe"]["grpc"]["service"] == READINESS
     annotations = find(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_probe_follows_redis(overlay: str) -> None:
+    """Liveness and startup ask "" and readiness banditd.v1.Router, which a Redis outage leaves
+    SERVING; the config does not opt readiness into following Redis. (Before, an outage over
+    ~30 s restarted banditd in every replica and took every gateway pod out of the Service.)"""
+    docs = render(overlay)
+    container = sidecar(docs)
+    assert container["livenessProbe"]["grpc"]["service"] == LIVENESS
+    assert container["startupProbe"]["grpc"]["service"] == LIVENESS
+    assert container["readinessProbe"]["grpc"]["service"] == READINESS
+    assert not load_settings(CONFIG_TOML).server.readiness_requires_store
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

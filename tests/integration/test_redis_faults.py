@@ -19,7 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.errors import StateUnavailableError
-from banditd.server.app import build_daemon
+from banditd.server.app import SERVICE_NAME, build_daemon
+from banditd.server.health_status import LEARNING
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.redis_store import RedisModelStore, RedisStoreParams
 from banditd.types import ModelKey, ModelSpec, Outcome, PendingDecision
@@ -36,9 +37,17 @@ from tests.integration.traffic import (
 DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
 
 
-async def health(channel: grpc.aio.Channel) -> int:
+async def health(channel: grpc.aio.Channel, service: str = "") -> int:
     stub = health_pb2_grpc.HealthStub(channel)
-    return int((await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)).status)
+    request = health_pb2.HealthCheckRequest(service=service)
+    return int((await stub.Check(request, timeout=5)).status)
+
+
+async def wait_for_health(channel: grpc.aio.Channel, service: str, want: int) -> None:
+    deadline = asyncio.get_running_loop().time() + 20.0
+    while (got := await health(channel, service)) != want:
+        assert asyncio.get_running_loop().time() < deadline, f"{service!r} stayed {got}"
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -62,7 +71,8 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> 
 
 
 async def test_redis_killed_mid_load_then_restarted(aof_dir: Path):
-    """Route degrades, Feedback is UNAVAILABLE then joins once; unrecorded ones are counted."""
+    """Route degrades (the pod stays live and ready), Feedback is UNAVAILABLE then joins once;
+    unrecorded ones are counted."""
     tmp_path = aof_dir
     proc, port = start_redis(tmp_path, extra=DURABLE)
     url = f"redis://127.0.0.1:{port}/0"
@@ -109,14 +119,15 @@ async def test_redis_killed_mid_load_then_restarted(aof_dir: Path):
         before = len(applied)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=5)
-        await asyncio.sleep(0.6)
-        assert await health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Only the learning path goes out of service: liveness and readiness stay SERVING.
+        await wait_for_health(channel, LEARNING, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for service in ("", SERVICE_NAME):
+            assert await health(channel, service) == health_pb2.HealthCheckResponse.SERVING
         rnd = random.Random(99)
         during = [await route(stub, rnd) for _ in range(10)]  # more than the buffer holds
         assert all(resp.degraded for resp, _ in during)
         proc, _ = start_redis(tmp_path, port=port, extra=DURABLE)
-        await asyncio.sleep(0.3)
-        assert await health(channel) == health_pb2.HealthCheckResponse.SERVING
+        await wait_for_health(channel, LEARNING, health_pb2.HealthCheckResponse.SERVING)
         for resp, x in during:
             await settle(resp, x, 0.5)
         await wait_until(lambda: len(applied) >= before + 20)

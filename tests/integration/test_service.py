@@ -177,10 +177,11 @@ async def test_huge_payload_is_rejected_before_the_model(daemon: Daemon) -> None
 
 
 async def test_health_and_reflection(daemon: Daemon) -> None:
-    """grpc.health.v1 says SERVING for the server and the Router service; reflection lists it."""
+    """grpc.health.v1 says SERVING for liveness, readiness (the Router service) and the learning
+    path; reflection lists the Router service."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "banditd.v1.Router"):
+        for service in ("", "banditd.v1.Router", "banditd.v1.Learning"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         refl = reflection_pb2_grpc.ServerReflectionStub(channel)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from prometheus_client import generate_latest
 
@@ -43,3 +45,18 @@ def test_decisions_outcomes_versions_and_degraded_are_exported() -> None:
     text = generate_latest(m.registry).decode()
     assert "# TYPE banditd_rpc_latency_seconds histogram" in text
     assert 'banditd_decisions_total{policy="chat"} 2.0' in text
+
+
+def test_last_settle_timestamp_moves_only_when_a_decision_settles() -> None:
+    """applied, defaulted and dropped stamp the time; a duplicate or a refusal does not."""
+    m = Metrics()
+    sample = m.registry.get_sample_value
+    assert sample("banditd_last_settle_timestamp_seconds") == 0
+    for outcome in ("duplicate", "expired", "unknown"):
+        m.hot.outcome(outcome)
+    assert sample("banditd_last_settle_timestamp_seconds") == 0
+    for outcome in ("applied", "defaulted", "dropped"):
+        m.hot.last_settle_s = 0.0
+        before = time.time()
+        m.hot.outcome(outcome)
+        assert before <= sample("banditd_last_settle_timestamp_seconds") <= time.time(), outcome

@@ -2,7 +2,7 @@
 imports nothing from banditd.
 
 Adapters translate library errors into these once; the gRPC edge maps them to status codes
-(banditd/server/service.py). Each docstring says what the caller should do.
+(banditd/server/guard.py). Each docstring says what the caller should do.
 """
 
 

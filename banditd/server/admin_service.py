@@ -12,8 +12,8 @@ from banditd.api.v1 import admin_pb2 as apb
 from banditd.api.v1 import admin_pb2_grpc as apb_grpc
 from banditd.errors import BanditdError, FailedPreconditionError, InvalidRequestError
 from banditd.router import Router
+from banditd.server.guard import abort_with
 from banditd.server.request_log import request_fields
-from banditd.server.service import _abort
 from banditd.state import codec
 from banditd.state.memory_store import InMemoryModelStore
 from banditd.state.redis_admin import ModelMeta, PolicyExport, RedisAdmin
@@ -79,7 +79,7 @@ class AdminService(apb_grpc.AdminServicer):
             else:
                 stored = set()
         except BanditdError as exc:
-            await _abort(context, exc)
+            await abort_with(context, exc)
         return apb.ListPoliciesResponse(policies=[
             apb.PolicyInfo(name=n, declared=n in declared, stored=n in stored)
             for n in sorted(declared | stored)
@@ -102,7 +102,7 @@ class AdminService(apb_grpc.AdminServicer):
         try:
             return await self._arms(request.policy)
         except BanditdError as exc:
-            await _abort(context, exc)
+            await abort_with(context, exc)
 
     async def _change_arm(self, request: apb.ArmRequest, context: Ctx, add: bool) -> Any:
         try:
@@ -125,7 +125,7 @@ class AdminService(apb_grpc.AdminServicer):
             )  # fmt: skip
             return await self._arms(request.policy)
         except BanditdError as exc:
-            await _abort(context, exc)
+            await abort_with(context, exc)
 
     async def AddArm(self, request: apb.ArmRequest, context: Ctx) -> Any:
         return await self._change_arm(request, context, add=True)
@@ -142,7 +142,7 @@ class AdminService(apb_grpc.AdminServicer):
             else:
                 raise FailedPreconditionError("this store cannot be reset")
         except BanditdError as exc:
-            await _abort(context, exc)
+            await abort_with(context, exc)
         log.info(
             "admin.policy_reset", **request_fields(context, "ResetPolicy"), policy=request.policy,
             models=models,
@@ -153,7 +153,7 @@ class AdminService(apb_grpc.AdminServicer):
         try:
             return to_proto(await self._redis("export").export(request.policy))
         except BanditdError as exc:
-            await _abort(context, exc)
+            await abort_with(context, exc)
 
     async def ImportPolicy(self, request: apb.ImportPolicyRequest, context: Ctx) -> Any:
         policy = request.policy or request.state.policy
@@ -162,7 +162,7 @@ class AdminService(apb_grpc.AdminServicer):
             self._router.arms(policy)  # unknown policies are refused, as Route would
             arms = await admin.import_(policy, from_proto(request.state), request.replace)
         except BanditdError as exc:
-            await _abort(context, exc)
+            await abort_with(context, exc)
         log.info(
             "admin.policy_imported", **request_fields(context, "ImportPolicy"), policy=policy,
             arms=arms, replace=request.replace,

@@ -1,10 +1,11 @@
-"""Every status a client can reach is a documented one: bad bytes on any service, a bug in a
-handler."""
+"""Every status a client can reach is a documented one: bad bytes on any service, bad Admin
+input, a bug in a handler."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 import structlog
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,11 +16,13 @@ from banditd.api.v1 import admin_pb2_grpc as apb_grpc
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.client import route_request
-from banditd.server.app import Daemon
+from banditd.server.app import Daemon, build_daemon
+from tests.integration.traffic import redis_daemon_settings
 
 ARMS = ["a", "b", "c"]
 BAD_UTF8 = b"\x0a\x02\xc3\x28"  # field 1, a string of 2 bytes that are not UTF-8
 NOT_PROTOBUF = b"\xff\xff\xff"  # a tag with wire type 7: no message parses it
+HUGE = "p" * 900_000
 
 
 def capture() -> structlog.testing.LogCapture:
@@ -95,6 +98,64 @@ async def test_undecodable_reflection_request_gets_invalid_argument_after_good_o
         assert "not a valid grpc.reflection.v1alpha.ServerReflectionRequest" in (
             await call.details()
         )
+
+
+@pytest.fixture
+async def redis_daemon(redis_url: str):
+    client = aioredis.from_url(redis_url)
+    await client.flushdb()
+    await client.aclose()
+    d = build_daemon(redis_daemon_settings(redis_url))
+    await d.start()
+    yield d
+    await d.stop(grace_s=0)
+
+
+def arm_sums(dim: int = 3, **fields: object) -> apb.ArmSums:
+    sums = {"segment": "", "arm_id": "a", "n": 1, "b": [0.0] * dim,
+            "s_upper": [0.0] * (dim * (dim + 1) // 2), **fields}  # fmt: skip
+    return apb.ArmSums(**sums)  # type: ignore[arg-type]
+
+
+def import_request(*arms: apb.ArmSums) -> apb.ImportPolicyRequest:
+    return apb.ImportPolicyRequest(policy="chat", state=apb.PolicyState(arms=arms))
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "message"),
+    [
+        ("ListArms", apb.ListArmsRequest(policy="no such!"), "policy name"),
+        ("ListArms", apb.ListArmsRequest(policy=HUGE), "policy name"),
+        ("AddArm", apb.ArmRequest(policy="no such!", arm_id="d"), "policy name"),
+        ("AddArm", apb.ArmRequest(policy="chat", arm_id="has space"), "arm id"),
+        ("RemoveArm", apb.ArmRequest(policy="", arm_id="a"), "policy name"),
+        ("ResetPolicy", apb.ResetPolicyRequest(policy="a{b}"), "policy name"),
+        ("ExportPolicy", apb.ExportPolicyRequest(policy=HUGE), "policy name"),
+        ("ImportPolicy", apb.ImportPolicyRequest(policy="no such!"), "policy name"),
+        ("ImportPolicy", import_request(arm_sums(b=[float("nan"), 0.0, 0.0])), "finite"),
+        ("ImportPolicy", import_request(arm_sums(s_upper=[float("inf")] * 6)), "finite"),
+        ("ImportPolicy", import_request(arm_sums(dim=2)), "dimension"),
+        ("ImportPolicy", import_request(arm_sums(arm_id="two words")), "arm id"),
+        ("ImportPolicy", import_request(arm_sums(arm_id="")), "arm id"),
+        ("ImportPolicy", import_request(arm_sums(segment="a b")), "segment"),
+        ("ImportPolicy", import_request(arm_sums(), arm_sums()), "twice"),
+    ],
+)
+async def test_bad_admin_requests_get_invalid_argument(
+    redis_daemon: Daemon, method: str, request_: Message, message: str
+) -> None:
+    """Malformed Admin input is INVALID_ARGUMENT with a short message (on the Redis store,
+    where policy names become keys), never UNKNOWN; nothing is imported."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{redis_daemon.port}") as channel:
+        admin = apb_grpc.AdminStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await getattr(admin, method)(request_)
+        exported = await admin.ExportPolicy(apb.ExportPolicyRequest(policy="chat"))
+    assert exc.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = exc.value.details() or ""
+    assert message in details
+    assert len(details.encode()) < 1_000
+    assert list(exported.arms) == []
 
 
 async def test_a_bug_in_a_router_handler_is_internal_naming_the_request_id(

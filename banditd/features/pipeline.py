@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from banditd.errors import InvalidRequestError
+from banditd.errors import InvalidRequestError, shown
 from banditd.features.batcher import BatchingEncoder
 from banditd.features.schema import NumericExtractor, NumericFeature, fingerprint_of
 from banditd.policies.linear import Vector
@@ -143,7 +143,7 @@ class PipelineExtractor:
             unknown = sorted(set(features) - self._numeric_names)
             if unknown:
                 raise InvalidRequestError(
-                    f"unknown features {unknown}; this policy's features are"
+                    f"unknown features {shown(unknown)}; this policy's features are"
                     f" {sorted(self._numeric_names)}"
                 )
         return self._numeric.vector(Context(features=features))
@@ -154,7 +154,7 @@ class PipelineExtractor:
             unknown = sorted(set(values) - set(self._vocab))
             if unknown:
                 raise InvalidRequestError(
-                    f"unknown categorical features {unknown};"
+                    f"unknown categorical features {shown(unknown)};"
                     f" this policy's are {sorted(self._vocab)}"
                 )
         offset = 0

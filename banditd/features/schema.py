@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from banditd.errors import InvalidRequestError
+from banditd.errors import InvalidRequestError, shown
 from banditd.policies.linear import Vector
 from banditd.types import Context
 
@@ -77,11 +77,11 @@ class NumericExtractor:
                     if self._allow_unknown:
                         continue
                     raise InvalidRequestError(
-                        f"unknown feature {name!r}; this policy's features are {sorted(index)}"
+                        f"unknown feature {shown(name)}; this policy's features are {sorted(index)}"
                     )
                 if not math.isfinite(value):
                     raise InvalidRequestError(
-                        f"feature {name!r} is {value}; features must be finite"
+                        f"feature {shown(name)} is {value}; features must be finite"
                     )
                 values[i] = (value - mean[i]) * scale[i]
             x = np.array(values)

@@ -1,5 +1,5 @@
 """Every status a client can reach is a documented one: bad bytes on any service, bad Admin
-input, a bug in a handler."""
+input, a bug in a handler, and inputs too large to echo."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from banditd.api.v1 import admin_pb2 as apb
 from banditd.api.v1 import admin_pb2_grpc as apb_grpc
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
-from banditd.client import route_request
+from banditd.client import feedback_request, route_request
 from banditd.server.app import Daemon, build_daemon
 from tests.integration.traffic import redis_daemon_settings
 
@@ -198,3 +198,61 @@ async def test_a_bug_in_an_admin_handler_is_internal(
     assert [e["rpc"] for e in logs if e["event"] == "rpc.failed"] == ["ListArms"]
     sample = daemon.metrics.registry.get_sample_value
     assert sample("banditd_rpc_failures_total", {"rpc": "ListArms"}) == 1
+
+
+def longest_value(line: dict[str, object]) -> int:
+    return max(len(v) for v in line.values() if isinstance(v, str))
+
+
+async def test_a_huge_policy_name_on_route_is_invalid_argument_with_a_short_message(
+    stub: pb_grpc.RouterStub,
+) -> None:
+    """A 900 KB policy name is not echoed whole: INVALID_ARGUMENT (not RESOURCE_EXHAUSTED on
+    the status metadata) with a message under 1 kB, and a log line with truncated values."""
+    with capture() as logs, pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.Route(route_request(HUGE, ARMS))
+    assert exc.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert len((exc.value.details() or "").encode()) < 1_100
+    assert "unknown policy" in (exc.value.details() or "")
+    [line] = [e for e in logs if e["event"] == "rpc.completed"]
+    assert longest_value(line) < 1_100
+    assert "900,000 characters]" in str(line["policy"])
+
+
+async def test_a_huge_feature_name_on_route_is_shown_truncated(stub: pb_grpc.RouterStub) -> None:
+    """An unknown feature's name is echoed truncated, with its length."""
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.Route(route_request("chat", ARMS, features={HUGE: 1.0}))
+    assert exc.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = exc.value.details() or ""
+    assert "unknown feature" in details
+    assert "900,000 characters]" in details
+    assert len(details) < 500
+
+
+async def test_a_huge_metric_name_on_feedback_is_invalid_argument_with_a_short_message(
+    stub: pb_grpc.RouterStub,
+) -> None:
+    """A 900 KB metric name: INVALID_ARGUMENT, a message under 1 kB, a truncated log line."""
+    resp = await stub.Route(route_request("chat", ARMS))
+    with capture() as logs, pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.Feedback(feedback_request(resp.decision_id, **{HUGE: 1.0}))
+    assert exc.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert len((exc.value.details() or "").encode()) < 1_100
+    [line] = [e for e in logs if e["event"] == "rpc.completed"]
+    assert longest_value(line) < 1_100
+    assert "characters]" in str(line["error"])
+
+
+async def test_a_huge_policy_name_on_admin_list_arms_is_invalid_argument(
+    daemon: Daemon,
+) -> None:
+    """On the memory store too, ListArms refuses a 900 KB policy name with a short message."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await apb_grpc.AdminStub(channel).ListArms(apb.ListArmsRequest(policy=HUGE))
+    assert exc.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = exc.value.details() or ""
+    assert "policy name" in details
+    assert "900,000 characters]" in details
+    assert len(details.encode()) < 1_000

@@ -1,7 +1,8 @@
-"""The BanditdError tree. A leaf module: it imports nothing from banditd.
+"""The BanditdError tree, and `shown`: how a message echoes caller input. A leaf module: it
+imports nothing from banditd.
 
 Adapters translate library errors into these once; the gRPC edge maps them to status codes
-(banditd/server/service.py). Each docstring says what the caller should do.
+(banditd/server/guard.py). Each docstring says what the caller should do.
 """
 
 
@@ -48,16 +49,28 @@ class ConfigError(BanditdError):
     """The configuration is inconsistent. Fix the config file, env or flags."""
 
 
-SHOWN_CHARS = 200  # longest echo of a caller's value in a message or log line
+# -- echoing caller input ----------------------------------------------------------------------
+# A message or log line that copies what the caller sent must stay small whatever was sent: a
+# 900 KB policy name echoed whole makes the status metadata too big for the client (which then
+# sees RESOURCE_EXHAUSTED instead of the real error) and writes a 1.8 MB log line.
+ECHO_CHARS = 200  # of one echoed value, in a message
+LOG_VALUE_CHARS = 1000  # of one string in a log line (it may be a whole message)
 
 
-def shown(value: object, limit: int = SHOWN_CHARS) -> str:
-    """`repr(value)` for a message, cut to `limit` characters with the original length noted.
+def shown(value: object, limit: int = ECHO_CHARS) -> str:
+    """`value` as a message should echo it: `ascii(value)` (a repr with non-ASCII escaped),
+    cut after about `limit` characters and then marked `... [N characters]`, N the length of the
+    whole value (of its repr if it is neither str nor bytes). Pure; cheap on huge strings."""
+    if isinstance(value, str | bytes):
+        text = ascii(value[:limit])
+        if len(value) <= limit and len(text) <= limit + 3:  # + quotes and a b prefix
+            return text
+        return f"{text[: limit + 3]}... [{len(value):,} characters]"
+    text = ascii(value)
+    return text if len(text) <= limit else f"{text[:limit]}... [{len(text):,} characters]"
 
-    Every value a caller sent that an error message or log line echoes goes through this, so a
-    900 KB policy name cannot turn into a 900 KB status message or log line.
-    """
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}…({len(text)} chars)"
+
+def clipped(text: str, limit: int) -> str:
+    """`text` itself, or its first `limit` characters and `... [N characters]` (a whole status
+    message or log value, already built: no quotes added)."""
+    return text if len(text) <= limit else f"{text[:limit]}... [{len(text):,} characters]"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from banditd.errors import InvalidRequestError
+from banditd.errors import InvalidRequestError, shown
 from banditd.features.batcher import BatchingEncoder
 from banditd.features.schema import (
     DEFAULT_MAX_ABS_Z,
@@ -155,7 +155,7 @@ class PipelineExtractor:
             unknown = sorted(set(features) - self._numeric_names)
             if unknown:
                 raise InvalidRequestError(
-                    f"unknown features {unknown}; this policy's features are"
+                    f"unknown features {shown(unknown)}; this policy's features are"
                     f" {sorted(self._numeric_names)}"
                 )
         return self._numeric.vector(Context(features=features))
@@ -166,7 +166,7 @@ class PipelineExtractor:
             unknown = sorted(set(values) - set(self._vocab))
             if unknown:
                 raise InvalidRequestError(
-                    f"unknown categorical features {unknown};"
+                    f"unknown categorical features {shown(unknown)};"
                     f" this policy's are {sorted(self._vocab)}"
                 )
         offset = 0

@@ -23,12 +23,13 @@ import grpc
 import numpy as np
 import structlog
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import Counter, start_http_server
 
 from banditd.api.v1 import admin_pb2 as apb
 from banditd.api.v1 import admin_pb2_grpc as apb_grpc
 from banditd.api.v1 import bandit_pb2 as pb
+from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.cache.pager import Pager
 from banditd.cache.residency import InMemoryResidencyStore
 from banditd.config import Settings
@@ -40,9 +41,10 @@ from banditd.features.schema import NumericExtractor
 from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
 from banditd.server.admin_service import AdminService
+from banditd.server.guard import Guard
 from banditd.server.health_status import HealthStatus
 from banditd.server.metrics import Metrics
-from banditd.server.service import RouterService, add_router_service
+from banditd.server.service import RouterService
 from banditd.sim.traces import JsonlTraceWriter
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
@@ -361,16 +363,18 @@ def build_daemon(
             ("grpc.so_reuseport", 0),
         ],
     )
+    # Every service goes through the guard: bad bytes are INVALID_ARGUMENT, a bug INTERNAL.
+    guard = Guard(server, metrics)
     service = RouterService(router, metrics, pager, settings.server.feedback_batch_max)
-    add_router_service(service, server)
+    guard.add(pb_grpc.add_RouterServicer_to_server, service)
     admin = RedisAdmin(store) if isinstance(store, RedisModelStore) else None
-    apb_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
-        AdminService(router, store, admin), server
-    )
+    guard.add(apb_grpc.add_AdminServicer_to_server, AdminService(router, store, admin))
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    guard.add(health_pb2_grpc.add_HealthServicer_to_server, health_servicer)
+    names = (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    guard.add(  # what enable_server_reflection does for a grpc.aio server, through the guard
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+        reflection.aio.ReflectionServicer(names),
     )
     port = server.add_insecure_port(settings.server.listen)
     if port == 0:

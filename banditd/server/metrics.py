@@ -141,6 +141,13 @@ class Metrics:
         self.pending = Gauge(
             "banditd_pending_decisions", "Decisions waiting for their reward", registry=r
         )
+        self.rpc_failures = Counter(
+            "banditd_rpc_failures",
+            "RPCs answered INTERNAL: an unexpected exception in a handler, a bug in banditd"
+            " (logged as rpc.failed)",
+            ["rpc"],
+            registry=r,
+        )
         self.store_errors = Counter(
             "banditd_store_errors", "Errors talking to the state store", registry=r
         )

@@ -1,50 +1,40 @@
-"""RouterService: protobuf <-> domain, one error -> status table, one log line per RPC.
+"""RouterService: protobuf <-> domain, one log line per RPC.
 
-No policy math and no store access here: everything goes through banditd.router.Router.
+No policy math and no store access here: everything goes through banditd.router.Router. The
+error -> status table, undecodable requests and unexpected exceptions: banditd.server.guard.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import structlog
-from google.protobuf.message import DecodeError, Message
 
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.cache.controller import Directive, Load, Residency
 from banditd.cache.pager import Pager, PagingPlan
 from banditd.errors import (
+    LOG_VALUE_CHARS,
     BanditdError,
-    ConfigError,
     DecisionExpiredError,
     DecisionNotFoundError,
     FailedPreconditionError,
     InvalidRequestError,
-    ResourceExhaustedError,
-    StateUnavailableError,
+    clipped,
 )
 from banditd.policies.choice import one_hot, zeros
 from banditd.router import FeedbackResult, Router, RouteResult
+from banditd.server.guard import abort, abort_with, status_for, status_message
 from banditd.server.metrics import Metrics
 from banditd.server.request_log import request_fields
 from banditd.types import Candidate, Context, Outcome
 
 log = structlog.get_logger("banditd.rpc")
-
-_STATUS: dict[type[BanditdError], grpc.StatusCode] = {
-    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
-    DecisionNotFoundError: grpc.StatusCode.NOT_FOUND,
-    FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
-    ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
-    StateUnavailableError: grpc.StatusCode.UNAVAILABLE,
-    ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
 
 _FEEDBACK_STATUS = {
     Outcome.APPLIED: pb.FEEDBACK_STATUS_APPLIED,
@@ -54,18 +44,6 @@ _FEEDBACK_STATUS = {
 MAX_TEXT_BYTES = 256 * 1024
 MAX_LOAD_MS = 3_600_000.0  # a reported adapter load time over an hour is a caller's bug
 MAX_ADAPTER_BYTES = 1 << 40
-SERVICE = "banditd.v1.Router"
-Handler = Callable[[Any, Any], Awaitable[Any]]  # (request, context) -> response
-
-
-def status_for(exc: BanditdError) -> grpc.StatusCode:
-    """The most specific mapped class in the exception's MRO wins."""
-    return next((_STATUS[t] for t in type(exc).__mro__ if t in _STATUS), grpc.StatusCode.INTERNAL)
-
-
-async def _abort(ctx: grpc.aio.ServicerContext[Any, Any], exc: BanditdError) -> NoReturn:
-    await ctx.abort(status_for(exc), str(exc))
-    raise AssertionError("unreachable")  # ctx.abort always raises
 
 
 def to_context(msg: pb.Context) -> Context:
@@ -185,58 +163,6 @@ def to_feedback_response(result: FeedbackResult) -> pb.FeedbackResponse:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Undecodable:
-    """Request bytes protobuf could not parse; the handler answers INVALID_ARGUMENT."""
-
-    error: str
-
-
-def parser(message: type[Message]) -> Callable[[bytes], Message | Undecodable]:
-    """`message.FromString`, but bytes it cannot parse become an `Undecodable`.
-
-    grpcio answers a request its deserializer raises on with a bare UNKNOWN or INTERNAL; a
-    client that sent, say, a context.text that is not UTF-8 should hear what was wrong.
-    """
-    name = message.DESCRIPTOR.full_name
-
-    def parse(raw: bytes) -> Message | Undecodable:
-        try:
-            return message.FromString(raw)
-        except DecodeError:
-            return Undecodable(
-                f"the request is not a valid {name}: protobuf could not parse its"
-                f" {len(raw)} bytes (string fields, such as Route's context.text, must be"
-                " valid UTF-8)"
-            )
-
-    return parse
-
-
-def add_router_service(service: RouterService, server: grpc.aio.Server) -> None:
-    """Register banditd.v1.Router like the generated code, with `parser` as deserializer."""
-    methods: dict[str, tuple[Handler, type[Message], type[Message]]] = {
-        "Route": (service.Route, pb.RouteRequest, pb.RouteResponse),
-        "Feedback": (service.Feedback, pb.FeedbackRequest, pb.FeedbackResponse),
-        "FeedbackBatch": (service.FeedbackBatch, pb.FeedbackBatchRequest, pb.FeedbackBatchResponse),
-        "ReportResidency": (service.ReportResidency, pb.ReportResidencyRequest, pb.PagingPlan),
-        "GetPagingPlan": (service.GetPagingPlan, pb.GetPagingPlanRequest, pb.PagingPlan),
-    }
-    handlers = {
-        name: grpc.unary_unary_rpc_method_handler(
-            service.guarded(name, handler),
-            request_deserializer=parser(request),
-            response_serializer=response.SerializeToString,
-        )
-        for name, (handler, request, response) in methods.items()
-    }
-    declared = set(pb.DESCRIPTOR.services_by_name["Router"].methods_by_name)
-    if declared != set(handlers):  # an RPC added to the proto must be registered here too
-        raise RuntimeError(f"{SERVICE} declares {sorted(declared)}, registered {sorted(handlers)}")
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    server.add_registered_method_handlers(SERVICE, handlers)
-
-
 class RouterService(pb_grpc.RouterServicer):
     """The banditd.v1.Router gRPC service."""
 
@@ -248,19 +174,6 @@ class RouterService(pb_grpc.RouterServicer):
         self._pager = pager
         self._batch_max = batch_max
         self._hot = metrics.hot
-
-    def guarded(self, rpc: str, handler: Handler) -> Handler:
-        """`handler`, answering an `Undecodable` request with INVALID_ARGUMENT instead."""
-
-        async def call(request: Any, context: Any) -> Any:
-            if isinstance(request, Undecodable):
-                error = request.error
-                code = grpc.StatusCode.INVALID_ARGUMENT
-                self._done(rpc, context, time.perf_counter(), code, lambda: {"error": error})
-                await context.abort(code, error)
-            return await handler(request, context)
-
-        return call
 
     def _done(
         self,
@@ -281,8 +194,8 @@ class RouterService(pb_grpc.RouterServicer):
         if ok and not log.is_enabled_for(logging.INFO):
             return
         (log.info if ok else log.warning)(
-            "rpc.completed", **request_fields(context, rpc), code=code.name,
-            latency_ms=round(elapsed * 1e3, 3), **fields(),
+            "rpc.completed", **_short(request_fields(context, rpc)), code=code.name,
+            latency_ms=round(elapsed * 1e3, 3), **_short(fields()),
         )  # fmt: skip
 
     async def Route(
@@ -303,7 +216,7 @@ class RouterService(pb_grpc.RouterServicer):
                 "Route", context, started, status_for(exc),
                 lambda: {"policy": request.policy, "error": error},
             )  # fmt: skip
-            await _abort(context, exc)
+            await abort_with(context, exc)
         self._hot.decided(request.policy, result.model_version, result.degraded)
         if result.paging is not None:
             cache = self._metrics
@@ -334,7 +247,7 @@ class RouterService(pb_grpc.RouterServicer):
                 "Feedback", context, started, status_for(exc),
                 lambda: {"decision_id": request.decision_id, "error": error},
             )  # fmt: skip
-            await _abort(context, exc)
+            await abort_with(context, exc)
         self._count_joined(result)
         self._done("Feedback", context, started, grpc.StatusCode.OK, lambda: {
             "decision_id": request.decision_id, "outcome": result.outcome.value,
@@ -366,7 +279,7 @@ class RouterService(pb_grpc.RouterServicer):
             )
             code = grpc.StatusCode.INVALID_ARGUMENT
             self._done("FeedbackBatch", context, started, code, lambda: {"error": error})
-            await context.abort(code, error)
+            await abort(context, code, error)
         response = pb.FeedbackBatchResponse()
         add = response.results.add
         failed = 0
@@ -379,7 +292,7 @@ class RouterService(pb_grpc.RouterServicer):
             if isinstance(outcome, BanditdError):
                 self._count_unjoined(outcome)
                 add(decision_id=item.decision_id, code=status_for(outcome).value[0],
-                    error=str(outcome))  # fmt: skip
+                    error=status_message(str(outcome)))  # fmt: skip
                 failed += 1
             else:
                 self._count_joined(outcome)
@@ -402,7 +315,7 @@ class RouterService(pb_grpc.RouterServicer):
             self._done(
                 "ReportResidency", context, started, status_for(exc), lambda: {"error": error}
             )
-            await _abort(context, exc)
+            await abort_with(context, exc)
         self._done("ReportResidency", context, started, grpc.StatusCode.OK, lambda: {
             "replica": request.replica, "resident": len(plan.residency.resident),
             "directives": len(plan.directives),
@@ -422,8 +335,17 @@ class RouterService(pb_grpc.RouterServicer):
         except BanditdError as exc:
             error = str(exc)
             self._done("GetPagingPlan", context, started, status_for(exc), lambda: {"error": error})
-            await _abort(context, exc)
+            await abort_with(context, exc)
         self._done("GetPagingPlan", context, started, grpc.StatusCode.OK, lambda: {
             "replica": request.replica, "epoch": plan.epoch, "directives": len(plan.directives),
         })  # fmt: skip
         return to_paging_plan(plan)
+
+
+def _short(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` with long strings clipped: a log line must not copy a 900 KB input whole (tests
+    and the bench log without configure_logging's processor, which does the same)."""
+    return {
+        k: clipped(v, LOG_VALUE_CHARS) if isinstance(v, str) and len(v) > LOG_VALUE_CHARS else v
+        for k, v in fields.items()
+    }

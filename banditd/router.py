@@ -187,6 +187,10 @@ class Router:
             if not ARM_ID.match(arm):
                 raise InvalidRequestError(f"arm id {shown(arm)} must be 1-128 printable characters")
         policy = self._resolve(name)
+        if len(arms) > policy.config.max_arms:
+            raise ResourceExhaustedError(
+                f"policy {name!r} may route to at most {policy.config.max_arms} arms (max_arms)"
+            )
         self._policies[name] = dataclasses.replace(policy, arms=frozenset(arms))
 
     def clipped(self) -> dict[str, int]:

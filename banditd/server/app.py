@@ -43,7 +43,7 @@ from banditd.router import Router
 from banditd.server.admin_service import AdminService
 from banditd.server.guard import Guard
 from banditd.server.health_status import HealthStatus
-from banditd.server.metrics import Metrics
+from banditd.server.metrics import Count, Counts, Metrics
 from banditd.server.service import RouterService
 from banditd.sim.traces import JsonlTraceWriter
 from banditd.state.connection import RedisConnection, connect
@@ -180,6 +180,8 @@ async def _watch_once(
         counter.inc(now - seen[name])
         seen[name] = now
     if ok:
+        if serving is not True:  # first answer, or back from an outage: once per policy
+            await store.index_segments(daemon.router.policy_names, time.time())
         await sync_arms(daemon, store)
     m.hot.degraded = 0 if ok else 1
     m.outage_buffered.set(st.buffered)
@@ -320,6 +322,29 @@ class Daemon:
                 self._exported[name] = total
 
 
+def guard_counts(router: Router, store: ModelStore) -> list[Count]:
+    """What the input bounds and state guards did so far (exported at scrape time)."""
+    redis = store.stats if isinstance(store, RedisModelStore) else None
+    memory = store if isinstance(store, InMemoryModelStore) else None
+    return [
+        ("banditd_inputs_clipped", "Route inputs clipped to their bounds (out_of_range = clip)",
+         "policy", router.clipped()),
+        ("banditd_routes_nonfinite", "Routes refused because a model gave non-finite scores",
+         None, router.nonfinite_routes),
+        ("banditd_updates_refused",
+         "Rewards refused because the model would turn non-finite (UpdateRefusedError)", None,
+         redis.refused_updates if redis else memory.refused_updates if memory else 0),
+        ("banditd_segments_expired", "Segments forgotten after segment_idle_ttl_s unused", None,
+         redis.expired_segments if redis else memory.expired_segments if memory else 0),
+        ("banditd_segments_evicted",
+         "Segments forgotten at max_segments (on_segment_limit = evict_lru; memory store)", None,
+         memory.evicted_segments if memory else 0),
+        ("banditd_outage_buffer_expired",
+         "Buffered decisions given up after store.redis.buffer_max_age_s", None,
+         redis.buffer_expired if redis else 0),
+    ]  # fmt: skip
+
+
 async def _cancel(task: asyncio.Task[Any]) -> None:
     """Cancel `task` and wait for it to end, cancelling again if it swallowed a cancellation.
 
@@ -355,6 +380,7 @@ def build_daemon(
         max_auto_policies=settings.max_auto_policies,
     )
     metrics = Metrics()
+    metrics.registry.register(Counts(lambda: guard_counts(router, store)))
     max_bytes = settings.server.max_message_bytes
     server = grpc.aio.server(
         options=[

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -111,6 +111,26 @@ class HotStats(Collector):
             "Unix time of the last decision settled by feedback or expiry (0 = none yet)",
             value=self.last_settle_s,
         )
+
+
+# (metric name without _total, help, label name or None, value or per-label values)
+Count = tuple[str, str, str | None, int | dict[str, int]]
+
+
+class Counts(Collector):
+    """Cumulative counts other objects keep as plain ints (router, stores), read at scrape time:
+    nothing on the hot path, and no copy to keep in step. `read` runs in the scrape thread; it
+    only reads ints and small dicts, as HotStats.collect does."""
+
+    def __init__(self, read: Callable[[], Iterable[Count]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, label, value in self._read():
+            if isinstance(value, dict):
+                yield _family(CounterMetricFamily, name, documentation, label or "key", value)
+            else:
+                yield CounterMetricFamily(name, documentation, value=value)
 
 
 def _bound(bound: float) -> str:

@@ -147,6 +147,7 @@ class RedisModelStore:
         self._record = client.register_script(_script("record.lua"))
         self._load = client.register_script(_script("load.lua"))
         self._prune = client.register_script(_script("prune.lua"))
+        self._index = client.register_script(_script("index.lua"))
         # KEYS as segment_keys(); ARGV[1] the segment. Returns 1 if it was registered, else 0.
         self._forget = client.register_script(
             segment_script() + "return forget_segment(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])"
@@ -501,6 +502,15 @@ class RedisModelStore:
         if gone:
             self.stats.expired_segments += len(gone)
             log.info("state.segments_expired", policy=policy, segments=len(gone))
+
+    async def index_segments(self, policies: Sequence[str], now: float) -> None:
+        """Register the segments of state written before segments were tracked (index.lua;
+        once per policy, a no-op afterwards)."""
+        for policy in policies:
+            k = self.segment_keys(policy)
+            indexed = await self.call(partial(self._index, keys=k, args=[repr(now)]))
+            if indexed:
+                log.info("state.segments_indexed", policy=policy, fields=int(indexed))
 
     async def segments(self, policy: str) -> list[SegmentInfo]:
         k = self._keys

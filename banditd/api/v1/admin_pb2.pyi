@@ -129,3 +129,49 @@ class ImportPolicyResponse(_message.Message):
     ARMS_FIELD_NUMBER: _ClassVar[int]
     arms: int
     def __init__(self, arms: _Optional[int] = ...) -> None: ...
+
+class ListSegmentsRequest(_message.Message):
+    __slots__ = ("policy", "offset", "limit")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    offset: int
+    limit: int
+    def __init__(self, policy: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SegmentInfo(_message.Message):
+    __slots__ = ("segment", "last_used_unix_s", "arms", "version")
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    segment: str
+    last_used_unix_s: float
+    arms: int
+    version: int
+    def __init__(self, segment: _Optional[str] = ..., last_used_unix_s: _Optional[float] = ..., arms: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ListSegmentsResponse(_message.Message):
+    __slots__ = ("policy", "segments", "total")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    segments: _containers.RepeatedCompositeFieldContainer[SegmentInfo]
+    total: int
+    def __init__(self, policy: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[SegmentInfo, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class DeleteSegmentRequest(_message.Message):
+    __slots__ = ("policy", "segment")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    segment: str
+    def __init__(self, policy: _Optional[str] = ..., segment: _Optional[str] = ...) -> None: ...
+
+class DeleteSegmentResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: bool = ...) -> None: ...

@@ -69,6 +69,16 @@ class AdminStub(object):
                 request_serializer=banditd_dot_api_dot_v1_dot_admin__pb2.ImportPolicyRequest.SerializeToString,
                 response_deserializer=banditd_dot_api_dot_v1_dot_admin__pb2.ImportPolicyResponse.FromString,
                 _registered_method=True)
+        self.ListSegments = channel.unary_unary(
+                '/banditd.v1.Admin/ListSegments',
+                request_serializer=banditd_dot_api_dot_v1_dot_admin__pb2.ListSegmentsRequest.SerializeToString,
+                response_deserializer=banditd_dot_api_dot_v1_dot_admin__pb2.ListSegmentsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSegment = channel.unary_unary(
+                '/banditd.v1.Admin/DeleteSegment',
+                request_serializer=banditd_dot_api_dot_v1_dot_admin__pb2.DeleteSegmentRequest.SerializeToString,
+                response_deserializer=banditd_dot_api_dot_v1_dot_admin__pb2.DeleteSegmentResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer(object):
@@ -117,7 +127,24 @@ class AdminServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ImportPolicy(self, request, context):
-        """Load a state made by ExportPolicy (possibly under another policy name).
+        """Load a state made by ExportPolicy (possibly under another policy name). Checked like
+        Route input before anything is written (dimensions, finite values, S positive
+        semidefinite, declared arms, segment names and limit, pipeline fingerprint); all or nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegments(self, request, context):
+        """A policy's segments (context partitions a Route used), most recently used first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSegment(self, request, context):
+        """Forget what one segment learned (every arm). A pending decision of the segment still
+        settles, and registers the segment again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -160,6 +187,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ImportPolicy,
                     request_deserializer=banditd_dot_api_dot_v1_dot_admin__pb2.ImportPolicyRequest.FromString,
                     response_serializer=banditd_dot_api_dot_v1_dot_admin__pb2.ImportPolicyResponse.SerializeToString,
+            ),
+            'ListSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegments,
+                    request_deserializer=banditd_dot_api_dot_v1_dot_admin__pb2.ListSegmentsRequest.FromString,
+                    response_serializer=banditd_dot_api_dot_v1_dot_admin__pb2.ListSegmentsResponse.SerializeToString,
+            ),
+            'DeleteSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSegment,
+                    request_deserializer=banditd_dot_api_dot_v1_dot_admin__pb2.DeleteSegmentRequest.FromString,
+                    response_serializer=banditd_dot_api_dot_v1_dot_admin__pb2.DeleteSegmentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +388,60 @@ class Admin(object):
             '/banditd.v1.Admin/ImportPolicy',
             banditd_dot_api_dot_v1_dot_admin__pb2.ImportPolicyRequest.SerializeToString,
             banditd_dot_api_dot_v1_dot_admin__pb2.ImportPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banditd.v1.Admin/ListSegments',
+            banditd_dot_api_dot_v1_dot_admin__pb2.ListSegmentsRequest.SerializeToString,
+            banditd_dot_api_dot_v1_dot_admin__pb2.ListSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banditd.v1.Admin/DeleteSegment',
+            banditd_dot_api_dot_v1_dot_admin__pb2.DeleteSegmentRequest.SerializeToString,
+            banditd_dot_api_dot_v1_dot_admin__pb2.DeleteSegmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,7 @@ from banditd.errors import (
     shown,
 )
 from banditd.feedback.ids import MAX_ID_CHARS, new_decision_id
+from banditd.feedback.window import WindowWarning, WindowWatch
 from banditd.policies import linear, linucb, thompson
 from banditd.policies.choice import Choice, zeros
 from banditd.policies.linear import ArmState, Stack, Vector, interaction
@@ -141,6 +142,7 @@ class Router:
         self._max_auto_policies = max_auto_policies
         self._auto_created = 0
         self._new_arms: dict[str, set[ArmId]] = {}  # per policy: arms added by allow_new_arms
+        self.window = WindowWatch()  # are rewards coming after their window? (daemon warns)
         self._new_id = new_id
         self._pager = pager
         self._clipped: dict[str, int] = {}  # out-of-range prices/arm features clipped
@@ -556,6 +558,14 @@ class Router:
         """The store's settlement as Feedback's answer (or its NOT_FOUND error), traced."""
         if self._trace is not None and settled.outcome is not Outcome.UNKNOWN:
             self._trace.write(_outcome_record(settled, now, value))
+        name = policy.config.name
+        match settled.outcome:
+            case Outcome.APPLIED:
+                self.window.ended(name, expired=False)
+            case Outcome.EXPIRED if settled.policy:  # it was pending: its expiry rule ran now
+                self.window.ended(name, expired=True, late_by_s=now - settled.settled_at)
+            case Outcome.EXPIRED:  # the sweeper had settled it already (counted then)
+                self.window.late(name, now - settled.settled_at)
         match settled.outcome:
             case Outcome.APPLIED | Outcome.DUPLICATE:
                 applied = value if settled.reward is None else settled.reward
@@ -591,10 +601,17 @@ class Router:
         """Settle decisions whose reward wait window ended (default reward or drop)."""
         now = self._clock.now()
         settled = await self._store.expire(now, limit, self.specs())
+        for s in settled:
+            self.window.ended(s.policy, expired=True)
         if self._trace is not None:
             for s in settled:
                 self._trace.write(_outcome_record(s, now, None))
         return settled
+
+    def window_warnings(self) -> list[WindowWarning]:
+        """Policies whose rewards come after their window (WindowWatch; rate-limited)."""
+        windows = {name: p.config.reward_wait_s for name, p in self._policies.items()}
+        return self.window.warnings(self._clock.now(), windows)
 
 
 def _decision_record(

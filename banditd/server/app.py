@@ -285,6 +285,7 @@ class Daemon:
             await self.sweep_once()
 
     async def sweep_once(self) -> int:
+        self.warn_windows()
         try:
             settled = await self.router.expire()
         except StateUnavailableError as exc:  # counted by the store watcher; retried next tick
@@ -303,6 +304,20 @@ class Daemon:
             self.metrics.pending.set(pending)
         self.export_stats()
         return len(settled)
+
+    def warn_windows(self) -> None:
+        """Log policies whose rewards come after their reward window (rate-limited)."""
+        for w in self.router.window_warnings():
+            hint = (
+                f"raise policies.{w.policy}.reward_wait_s to at least {w.suggested_s:.0f} s, or"
+                " send rewards sooner: late rewards are refused and the expiry rule learns"
+                " instead"
+            )
+            log.warning(
+                f"feedback.{w.kind}", policy=w.policy, reward_wait_s=w.window_s, late=w.late,
+                max_late_by_s=round(w.max_late_by_s, 3), expired_share=round(w.expired_share, 3),
+                hint=hint,
+            )  # fmt: skip
 
     def export_stats(self) -> None:
         """Move the pager's and encoders' cumulative counts into the Prometheus counters."""
@@ -342,6 +357,12 @@ def guard_counts(router: Router, store: ModelStore) -> list[Count]:
         ("banditd_outage_buffer_expired",
          "Buffered decisions given up after store.redis.buffer_max_age_s", None,
          redis.buffer_expired if redis else 0),
+        ("banditd_rewards_late",
+         "Rewards refused because they came after their decision's reward window", "policy",
+         router.window.late_counts()),
+        ("banditd_decisions_expired",
+         "Decisions this replica settled by the expiry rule (no reward within the window)",
+         "policy", router.window.expired_counts()),
     ]  # fmt: skip
 
 

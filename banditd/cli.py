@@ -134,6 +134,16 @@ def _masked(value: object, key: str = "") -> object:
     return value
 
 
+def memory_report(parts: dict[str, int | None]) -> str:
+    """One line: the worst-case memory the bounds allow, by part (banditd/sizing.py)."""
+
+    def mib(v: int | None) -> str:
+        return "unbounded" if v is None else f"{v / (1 << 20):.0f} MiB"
+
+    detail = ", ".join(f"{k} {mib(v)}" for k, v in parts.items() if k != "total")
+    return f"# worst-case memory: {mib(parts['total'])} ({detail})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, flags = _parser().parse_known_args(argv)
     if args.command in ("simulate", "tune"):
@@ -146,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         print(json.dumps(_masked(settings.model_dump(mode="json")), indent=2, sort_keys=True))
+        print(memory_report(settings.memory_estimate()), file=sys.stderr)
         return 0
     from banditd.logs import configure_logging
     from banditd.server.app import serve

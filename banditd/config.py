@@ -35,6 +35,7 @@ from banditd.policies.spec import (
     PriceWeights,
     RewardFunction,
 )
+from banditd.sizing import PolicyShape, estimate
 
 POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DAY_S = 86_400.0
@@ -317,6 +318,18 @@ class PolicySettings(_Section):
             feature.z_range(self.features.max_abs_z)  # ValueError if its default is out of range
         return self
 
+    def shape(self, name: str, count: int = 1) -> PolicyShape:
+        """Its size for the memory estimate (sizing.py). A text block kept at the encoder's own
+        dimension (text.dim = 0) counts as 384, MiniLM's (the n-gram encoder's is 128)."""
+        f = self.features
+        dim = 1 + len(f.numeric) + sum(c.to_feature().width for c in f.categorical)
+        if f.text is not None:
+            dim += f.text.dim or (384 if f.text.encoder == "minilm" else 128)
+        if self.model == "shared":
+            return PolicyShape(name, dim * (1 + self.arm_features), 1, self.max_segments, count)
+        arms = self.max_arms if self.allow_new_arms else len(self.arms)
+        return PolicyShape(name, dim, max(arms, 1), self.max_segments, count)
+
     def to_config(self, name: str) -> PolicyConfig:
         """The core's view of this policy (no pydantic past this point)."""
         half_life = self.decay_half_life_s
@@ -407,6 +420,9 @@ class RedisSettings(_Section):
     spill_path: str = Field(
         "", description="file for buffered decisions on shutdown, read back at start ('' = off)"
     )
+    cache_mb: int = Field(
+        64, ge=1, description="derived model state a replica caches (least recently used goes)"
+    )
     max_connections: int = Field(
         64, ge=2, description="client pool size; calls beyond it wait for a free connection"
     )
@@ -463,6 +479,17 @@ class Settings(BaseSettings):
 
     def policy_configs(self) -> dict[str, PolicyConfig]:
         return {name: p.to_config(name) for name, p in self.policies.items()}
+
+    def memory_estimate(self) -> dict[str, int | None]:
+        """Worst-case bytes the bounds allow, by part (sizing.py; None: unbounded)."""
+        shapes = [p.shape(name) for name, p in self.policies.items()]
+        if self.auto_create_policies and self.max_auto_policies:
+            shapes.append(self.policy_template.shape("(auto)", self.max_auto_policies))
+        store = self.store
+        return estimate(
+            store.backend, shapes, store.max_pending, store.max_tombstones,
+            store.redis.max_buffered, store.redis.cache_mb << 20,
+        )  # fmt: skip
 
     def paging_configs(self) -> dict[str, PagingConfig]:
         """Paging rules of the policies that page adapters (docs/paging.md)."""

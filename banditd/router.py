@@ -54,6 +54,7 @@ SEGMENT = re.compile(r"^[^\s\x00-\x1f]{0,128}$")
 POLICY_NAME = r"[A-Za-z0-9_.-]{1,64}"
 SHARED_ARM = "*"  # the store key of a shared model's single state
 MAX_STACKS = 4096  # cached stacked states (one per (model, candidate list)); oldest dropped
+MAX_STACK_BYTES = 32 << 20  # and at most this much of them (d=32, K=16: 135 kB each)
 _NOT_YET = BanditdError("not settled yet")  # feedback_many's placeholder, always replaced
 
 
@@ -147,6 +148,7 @@ class Router:
         self._pager = pager
         self._clipped: dict[str, int] = {}  # out-of-range prices/arm features clipped
         self.nonfinite_routes = 0  # Routes refused because a model gave non-finite scores
+        self._stack_bytes = 0
         self._stacks: dict[
             tuple[ModelKey, tuple[ArmId, ...]],
             tuple[tuple[ArmState, ...], Stack, tuple[int, ...]],
@@ -332,8 +334,11 @@ class Router:
         entry = self._stacks.pop(cache_key, None)
         if entry is None:
             block = linear.stack(states)
-            if len(self._stacks) >= MAX_STACKS:
-                self._stacks.pop(next(iter(self._stacks)))
+            self._stack_bytes += block.rows.nbytes
+            while self._stacks and (
+                len(self._stacks) >= MAX_STACKS or self._stack_bytes > MAX_STACK_BYTES
+            ):
+                self._stack_bytes -= self._stacks.pop(next(iter(self._stacks)))[1].rows.nbytes
             pulls = tuple(s.n for s in states)
         else:
             previous, block, pulls = entry

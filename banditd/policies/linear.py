@@ -26,6 +26,10 @@ import numpy.typing as npt
 Vector = npt.NDArray[np.float64]  # shape (d,)
 Matrix = npt.NDArray[np.float64]  # shape (d, d)
 
+# Bytes of Python objects around one ArmState's four arrays (array headers, the dataclass) and
+# its entry in a store's dict: measured by tests/unit/test_sizing.py.
+OVERHEAD = 650
+
 # Re-derive A⁻¹ from S every this many rank-one steps, so rounding error cannot accumulate.
 REFRESH_EVERY = 4096
 # Beyond this xᵀA⁻¹x, Sherman–Morrison's A⁻¹ − (A⁻¹x)(A⁻¹x)ᵀ/(1 + xᵀA⁻¹x) loses more than 8 of
@@ -60,6 +64,12 @@ class ArmState:
     @property
     def dim(self) -> int:
         return int(self.b.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory it holds: its four arrays' data plus the objects around them (OVERHEAD,
+        measured with tracemalloc by tests/unit/test_sizing.py)."""
+        return self.s.nbytes + self.a_inv.nbytes + self.b.nbytes + self.theta.nbytes + OVERHEAD
 
 
 def prior(dim: int, l2: float) -> ArmState:

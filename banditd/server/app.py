@@ -130,7 +130,7 @@ def build_redis_store(settings: Settings) -> RedisModelStore:
     params = RedisStoreParams(
         prefix=r.key_prefix, timeout_s=r.timeout_s, pending_grace_s=r.pending_grace_s,
         tombstone_ttl_s=settings.store.tombstone_ttl_s, max_buffered=r.max_buffered,
-        buffer_max_age_s=r.buffer_max_age_s, spill_path=r.spill_path,
+        buffer_max_age_s=r.buffer_max_age_s, spill_path=r.spill_path, cache_bytes=r.cache_mb << 20,
         max_connections=r.max_connections,
     )  # fmt: skip
     return RedisModelStore(connect(conn), params)
@@ -432,8 +432,38 @@ def build_daemon(
     )  # fmt: skip
 
 
+def container_memory_limit() -> int | None:
+    """The cgroup's memory limit in bytes (v2, then v1), or None if there is none to read."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 1 << 60:  # v1 reports "no limit" as a huge number
+            return int(raw)
+    return None
+
+
+def log_memory_budget(settings: Settings) -> None:
+    """The worst-case memory the bounds allow; a warning if it exceeds the container's limit."""
+    parts = settings.memory_estimate()
+    total, limit = parts["total"], container_memory_limit()
+    fields = {k: None if v is None else round(v / (1 << 20)) for k, v in parts.items()}
+    if total is None or (limit is not None and total > limit):
+        log.warning(
+            "server.memory_over_limit", limit_mib=limit and round(limit / (1 << 20)),
+            worst_case_mib=fields,
+            hint="lower store.max_pending / max_tombstones, policies' max_segments or"
+            " store.redis.cache_mb, or raise the container's memory limit (docs/deploy.md)",
+        )  # fmt: skip
+    else:
+        log.info("server.memory_budget", worst_case_mib=fields,
+                 limit_mib=limit and round(limit / (1 << 20)))  # fmt: skip
+
+
 async def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM/SIGINT, then shut down gracefully."""
+    log_memory_budget(settings)
     daemon = build_daemon(settings)
     metrics_port = None
     if settings.server.metrics_listen:

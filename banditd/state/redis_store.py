@@ -60,6 +60,7 @@ from banditd.types import (
 log = structlog.get_logger("banditd.state")
 
 
+MAX_FIELD_LISTS = 4096  # cached load.lua field lists, one per (segment, candidate list)
 CLOCK_SKEW_S = 30.0  # replicas' clocks may differ this much (buffered-id retry window)
 
 
@@ -87,7 +88,8 @@ class RedisStoreParams:
     pool size (calls beyond it wait for a free connection, up to timeout_s);
     buffer_max_age_s: a buffered decision not flushed within this is given up (counted), and
     other replicas answer UNAVAILABLE for its feedback until then; spill_path: where close()
-    writes buffered decisions it could not flush, read back at the next start ('' = off)."""
+    writes buffered decisions it could not flush, read back at the next start ('' = off);
+    cache_bytes: bound on the derived model state cached (least recently loaded goes first)."""
 
     prefix: str = keys.DEFAULT_PREFIX
     timeout_s: float = 0.25
@@ -99,6 +101,7 @@ class RedisStoreParams:
     max_connections: int = 64
     buffer_max_age_s: float = 600.0
     spill_path: str = ""
+    cache_bytes: int = 64 << 20
 
 
 @dataclass(slots=True)
@@ -153,7 +156,8 @@ class RedisModelStore:
             segment_script() + "return forget_segment(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])"
         )
         self._fields: dict[tuple[str, tuple[ArmId, ...]], tuple[str, str, str, str]] = {}
-        self._cache: dict[ModelKey, dict[ArmId, _Cached]] = {}
+        self._cache: dict[ModelKey, dict[ArmId, _Cached]] = {}  # least recently loaded first
+        self._cache_bytes = 0
         self._versions: dict[ModelKey, int] = {}
         self._buffer: dict[DecisionId, PendingDecision] = {}
         self._known_policies: set[str] = set()
@@ -257,11 +261,10 @@ class RedisModelStore:
     ) -> ModelSnapshot:
         """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved; with
         `now`, the segment's last use and limit too."""
-        cache = self._cache.get(key)
+        cache = self._cache.pop(key, None)  # re-inserted last: the dict's order is recency
         if cache is None:
-            cache = self._cache[key] = {}
-            while len(self._cache) > self._p.max_cached_models:
-                self._cache.pop(next(iter(self._cache)))  # oldest first
+            cache = {}
+        self._cache[key] = cache
         held = ",".join([
             str(c.stamp) if (c := cache.get(arm)) is not None and c.state.l2 == spec.l2 else "-1"
             for arm in arms
@@ -288,7 +291,7 @@ class RedisModelStore:
         fetched = False
         for arm, stamp, blob in zip(arms, stamps_raw, blobs, strict=True):
             if stamp is None:
-                cache.pop(arm, None)
+                self._cache_put(cache, arm, None)
                 states[arm] = prior
                 continue
             if blob is not None:
@@ -307,12 +310,13 @@ class RedisModelStore:
                             f" unusable ({exc}); export them for a look, then delete the segment"
                             " or reset the policy"
                         ) from None
-                    cache[arm] = _Cached(sums.stamp, state)
+                    self._cache_put(cache, arm, _Cached(sums.stamp, state))
                     self.stats.refactorised += 1
             cached = cache.get(arm)
             states[arm] = cached.state if cached is not None else prior
         if fetched:
             self.stats.fetches += 1
+        self._trim_cache()
         version = int(version_raw or 0)
         self._versions[key] = version
         return ModelSnapshot(states, version)
@@ -327,7 +331,7 @@ class RedisModelStore:
                 "\n".join(keys.stamp_field(segment, arm) for arm in arms),
                 "\n".join(keys.sums_field(segment, arm) for arm in arms),
             )
-            if len(self._fields) >= self._p.max_cached_models:
+            if len(self._fields) >= MAX_FIELD_LISTS:
                 self._fields.pop(next(iter(self._fields)))
             self._fields[(segment, arms)] = fields
         return fields
@@ -619,11 +623,34 @@ class RedisModelStore:
         if x.shape[0] != base.dim:
             return
         try:
-            cache[arm] = _Cached(int(stamp), linear.update(base, x, reward))
+            self._cache_put(cache, arm, _Cached(int(stamp), linear.update(base, x, reward)))
         except linear.UnsafeUpdateError:  # the next load refetches the sums Redis holds
-            cache.pop(arm, None)
+            self._cache_put(cache, arm, None)
             return
         self.stats.absorbed += 1
+
+    def _cache_put(self, cache: dict[ArmId, _Cached], arm: ArmId, entry: _Cached | None) -> None:
+        """Set (or with None, drop) one cached arm state, keeping the byte count."""
+        old = cache.pop(arm, None)
+        if old is not None:
+            self._cache_bytes -= old.state.nbytes
+        if entry is not None:
+            cache[arm] = entry
+            self._cache_bytes += entry.state.nbytes
+
+    def _trim_cache(self) -> None:
+        """Forget least recently loaded models while the cache holds over cache_bytes (or
+        max_cached_models), never the model just loaded (the last)."""
+        while len(self._cache) > 1 and (
+            self._cache_bytes > self._p.cache_bytes or len(self._cache) > self._p.max_cached_models
+        ):
+            oldest = self._cache.pop(next(iter(self._cache)))
+            self._cache_bytes -= sum(c.state.nbytes for c in oldest.values())
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of derived model state this replica caches now (bounded by cache_bytes)."""
+        return self._cache_bytes
 
     async def close(self) -> None:
         """Flush the outage buffer if Redis answers; spill what remains to spill_path."""

@@ -246,20 +246,21 @@ class Router:
         policy = self._resolve(policy_name)
         config = policy.config
         ids, penalty, arm_features = self._check_candidates(policy, segment, candidates)
+        # Paging: a non-resident adapter pays its expected paging cost (banditd/cache/pager.py).
+        paging = self._pager.config(config.name) if self._pager and replica else None
+        if self._pager is not None and paging is not None:
+            self._pager.admit(replica, paging)
         x = await policy.extractor.extract(context)
         shared = arm_features is not None
         key = ModelKey(config.name, segment)
-        used_at = self._clock.now()  # the segment's last use (and its limit) for the store
         if arm_features is not None:
             xs = [interaction(x, z) for z in arm_features]
-            snapshot = await self._store.load(key, (SHARED_ARM,), policy.spec, used_at)
+            snapshot = await self._store.load(key, (SHARED_ARM,), policy.spec, for_route=True)
             states = [snapshot.arms[SHARED_ARM]] * len(ids)
         else:
-            snapshot = await self._store.load(key, ids, policy.spec, used_at)
+            snapshot = await self._store.load(key, ids, policy.spec, for_route=True)
             arms = snapshot.arms
             states = [arms[arm] for arm in ids]
-        # Paging: a non-resident adapter pays its expected paging cost (banditd/cache/pager.py).
-        paging = self._pager.config(config.name) if self._pager and replica else None
         if self._pager is not None and paging is not None:
             residency = await self._pager.residency(replica, paging)
             penalty = penalty + self._pager.penalty(residency, ids, paging)
@@ -288,7 +289,7 @@ class Router:
             decision_id, config.name, segment, arm, xs[index] if shared else x, propensity,
             snapshot.version, now, deadline, SHARED_ARM if shared else "",
         )  # fmt: skip
-        logged_as = await self._store.record(pending)
+        logged_as = await self._store.record(pending, policy.spec)
         if logged_as != decision_id:  # buffered while the store was down: a marked id
             decision_id = logged_as
             pending = dataclasses.replace(pending, decision_id=logged_as)

@@ -36,8 +36,9 @@ class ModelSpec:
     decay_interval_s (1.0 = no forgetting); default_reward: applied to decisions whose reward
     never came (None = drop them); fingerprint: of the feature pipeline (a store refuses, with
     FailedPreconditionError, to score or update a model built under another fingerprint).
-    max_segments / evict_lru / segment_ttl_s bound the policy's segments (the store enforces
-    them when a Route loads a model: ResourceExhaustedError, or eviction; idle ones expire).
+    max_segments / evict_lru / segment_ttl_s bound the policy's segments (a Route's load
+    refuses a new one at the limit, or its record evicts the least recently used; idle ones
+    expire).
     """
 
     dim: int
@@ -163,19 +164,24 @@ class ModelStore(Protocol):
     concurrent: bool
 
     async def load(
-        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, now: float | None = None
+        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, for_route: bool = False
     ) -> ModelSnapshot:
-        """States of these arms (the prior for arms never updated).
+        """States of these arms (the prior for arms never updated). Changes nothing.
 
-        With `now` (a Route), the segment is registered as used at `now` and the policy's
-        segment limit enforced: ResourceExhaustedError for a new segment at max_segments, or
-        the least recently used one is forgotten (evict_lru).
+        for_route: a Route will decide on them, so a segment new to the store is refused with
+        ResourceExhaustedError when the policy has max_segments already (unless evict_lru).
         """
         ...
 
-    async def record(self, decision: PendingDecision) -> DecisionId:
+    async def record(self, decision: PendingDecision, spec: ModelSpec | None = None) -> DecisionId:
         """Log a pending decision until its deadline; returns the id it is logged under (its
-        own, or a buffered one (feedback/ids.py) while a shared store is unreachable)."""
+        own, or a buffered one (feedback/ids.py) while a shared store is unreachable).
+
+        It also registers the decision's segment as used at its created_at; with a `spec`
+        whose segment limit is reached and evict_lru set, the least recently used segment is
+        forgotten to make room. (The limit was checked by the Route's load; a decision logged
+        is never refused for it.)
+        """
         ...
 
     async def settle(

@@ -151,6 +151,11 @@ class Pager:
             self._replicas[replica] = state
         return state
 
+    def admit(self, replica: str, config: PagingConfig) -> None:
+        """Check a Route's replica before anything is decided: a malformed name or one past
+        MAX_REPLICAS is refused here, so a refused Route leaves no paging state behind."""
+        self._state(check_replica(replica), config)
+
     def explore(
         self,
         config: PagingConfig,

@@ -89,16 +89,18 @@ class InMemoryModelStore:
 
     # -- reads ---------------------------------------------------------------------------
     async def load(
-        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, now: float | None = None
+        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, for_route: bool = False
     ) -> ModelSnapshot:
-        return self.load_now(key, arms, spec, now)
+        return self.load_now(key, arms, spec, for_route)
 
     def load_now(
-        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, now: float | None = None
+        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, for_route: bool = False
     ) -> ModelSnapshot:
         """Synchronous `load` (the simulator's hot loop calls this directly)."""
-        if now is not None:
-            self._touch(key, spec, now)
+        if for_route and spec.max_segments and not spec.evict_lru:
+            segments = self._segments.get(key.policy)
+            if segments and key.segment not in segments and len(segments) >= spec.max_segments:
+                raise segment_limit_error(key, spec, len(segments))
         model = self._models.get(key)
         prior = self._prior(spec)
         if model is None:
@@ -107,8 +109,8 @@ class InMemoryModelStore:
         states = model.arms
         return ModelSnapshot({arm: states.get(arm, prior) for arm in arms}, model.version)
 
-    def _touch(self, key: ModelKey, spec: ModelSpec, now: float) -> None:
-        """Register the segment's use at `now`, enforcing the policy's segment limit."""
+    def _touch(self, key: ModelKey, spec: ModelSpec | None, now: float) -> None:
+        """Register the segment's use at `now`; at the limit, with evict_lru, make room."""
         segments = self._segments.get(key.policy)
         if segments is None:
             segments = self._segments[key.policy] = OrderedDict()
@@ -117,9 +119,7 @@ class InMemoryModelStore:
             segments[segment] = now
             segments.move_to_end(segment)
             return
-        if spec.max_segments and len(segments) >= spec.max_segments:
-            if not spec.evict_lru:
-                raise segment_limit_error(key, spec, len(segments))
+        if spec is not None and spec.max_segments and spec.evict_lru:
             while len(segments) >= spec.max_segments:
                 oldest, _ = segments.popitem(last=False)
                 self._models.pop(ModelKey(key.policy, oldest), None)
@@ -166,16 +166,17 @@ class InMemoryModelStore:
         return {key: dict(model.arms) for key, model in self._models.items()}
 
     # -- writes --------------------------------------------------------------------------
-    async def record(self, decision: PendingDecision) -> DecisionId:
-        self.record_now(decision)
+    async def record(self, decision: PendingDecision, spec: ModelSpec | None = None) -> DecisionId:
+        self.record_now(decision, spec)
         return decision.decision_id
 
-    def record_now(self, decision: PendingDecision) -> None:
+    def record_now(self, decision: PendingDecision, spec: ModelSpec | None = None) -> None:
         if len(self._pending) >= self._max_pending:
             raise StateUnavailableError(
                 f"{len(self._pending)} decisions are pending, the limit of this in-memory store;"
                 " send feedback, shorten reward_wait_s or raise store.max_pending"
             )
+        self._touch(decision.key, spec, decision.created_at)
         self._pending[decision.decision_id] = decision
         deadlines = self._deadlines
         if len(deadlines) >= 2 * len(self._pending) + 1024:

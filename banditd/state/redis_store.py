@@ -257,10 +257,10 @@ class RedisModelStore:
         return [k.model(policy), k.sums(policy), k.segments(policy), k.segment_arms(policy)]
 
     async def load(
-        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, now: float | None = None
+        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, for_route: bool = False
     ) -> ModelSnapshot:
-        """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved; with
-        `now`, the segment's last use and limit too."""
+        """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved; for a
+        Route, the segment limit too."""
         cache = self._cache.pop(key, None)  # re-inserted last: the dict's order is recency
         if cache is None:
             cache = {}
@@ -270,13 +270,8 @@ class RedisModelStore:
             for arm in arms
         ])  # fmt: skip
         k = self.segment_keys(key.policy)
-        args = [*self._load_fields(key.segment, tuple(arms)), held, key.segment]
-        if now is None:
-            args += ["", "0", "", "0"]
-        else:
-            refresh = min(60.0, spec.segment_ttl_s / 10) if spec.segment_ttl_s else 60.0
-            on_limit = "evict" if spec.evict_lru else "refuse"
-            args += [repr(now), str(spec.max_segments), on_limit, repr(refresh)]
+        limit = spec.max_segments if for_route and not spec.evict_lru else 0
+        args = [*self._load_fields(key.segment, tuple(arms)), held, key.segment, str(limit)]
         try:
             reply = await self.call(lambda: self._load(keys=k, args=args))
         except StateUnavailableError:
@@ -345,7 +340,9 @@ class RedisModelStore:
         return ModelSnapshot(states, self._versions.get(key, 0), degraded=True)
 
     # -- record ------------------------------------------------------------------------------
-    def _pending_args(self, d: PendingDecision) -> tuple[list[str], list[bytes | str]]:
+    def _pending_args(
+        self, d: PendingDecision, spec: ModelSpec | None
+    ) -> tuple[list[str], list[bytes | str]]:
         ttl_s = max(d.deadline - d.created_at, 0.0) + self._p.pending_grace_s + 1.0
         fields: dict[str, bytes | str] = {
             "segment": d.segment,
@@ -360,28 +357,36 @@ class RedisModelStore:
             "fingerprint_field": keys.fingerprint_field(d.segment),
             "stamp_field": keys.stamp_field(d.segment, d.state_arm),
         }
-        args: list[bytes | str] = [d.decision_id, repr(d.deadline), str(math.ceil(ttl_s * 1e3))]
+        evict_at = spec.max_segments if spec is not None and spec.evict_lru else 0
+        ttl = spec.segment_ttl_s if spec is not None else 0.0
+        refresh = min(60.0, ttl / 10) if ttl else 60.0
+        args: list[bytes | str] = [
+            d.decision_id, repr(d.deadline), str(math.ceil(ttl_s * 1e3)), d.segment,
+            repr(d.created_at), str(evict_at), repr(refresh),
+        ]  # fmt: skip
         for name, value in fields.items():
             args += [name, value]
         k = [
             self._keys.pending(d.decision_id),
             self._keys.tombstone(d.decision_id),
             self._keys.deadlines(d.policy),
+            *self.segment_keys(d.policy),
         ]
         return k, args
 
-    async def _record_one(self, decision: PendingDecision) -> None:
+    async def _record_one(self, decision: PendingDecision, spec: ModelSpec | None = None) -> None:
         if decision.policy not in self._known_policies:
             await self.call(lambda: self._redis.sadd(self._keys.policies(), decision.policy))
             self._known_policies.add(decision.policy)
-        k, args = self._pending_args(decision)
+        k, args = self._pending_args(decision, spec)
         await self.call(lambda: self._record(keys=k, args=args))
 
-    async def record(self, decision: PendingDecision) -> DecisionId:
+    async def record(self, decision: PendingDecision, spec: ModelSpec | None = None) -> DecisionId:
         """Log the decision in Redis; while Redis is down, in a bounded local buffer under a
-        buffered id (feedback/ids.py), which is returned."""
+        buffered id (feedback/ids.py), which is returned. (A buffered decision registers its
+        segment when flushed, without evicting: it was acknowledged, so it is not refused.)"""
         try:
-            await self._record_one(decision)
+            await self._record_one(decision, spec)
         except StateUnavailableError:
             self._expire_buffer()
             if len(self._buffer) >= self._p.max_buffered:

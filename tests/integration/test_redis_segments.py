@@ -120,11 +120,12 @@ async def test_evict_lru_and_idle_expiry_on_redis(redis_url: str, client: aiored
     spec = ModelSpec(dim=2, fingerprint="f", max_segments=2, evict_lru=True, segment_ttl_s=100.0)
     try:
         for i, (segment, t) in enumerate((("s1", T0), ("s2", T0 + 10), ("s3", T0 + 20))):
-            await store.load(ModelKey("p", segment), ["a"], spec, now=t)
+            await store.load(ModelKey("p", segment), ["a"], spec, for_route=True)
             await store.record(
                 PendingDecision(
                     f"p:{i:04x}", "p", segment, "a", np.array([1.0, 0.5]), 1.0, 0, t, t + 60
-                )
+                ),
+                spec,
             )
             await store.settle(f"p:{i:04x}", 1.0, t, spec)
         assert [s.segment for s in await store.segments("p")] == ["s3", "s2"]
@@ -145,9 +146,9 @@ async def test_a_reward_for_a_deleted_segment_registers_it_again(
     store = RedisModelStore(connect(RedisConnection(redis_url, timeout_s=1.0)))
     spec = ModelSpec(dim=2, fingerprint="f", max_segments=10)
     try:
-        await store.load(ModelKey("p", "s"), ["a"], spec, now=T0)
+        await store.load(ModelKey("p", "s"), ["a"], spec, for_route=True)
         await store.record(PendingDecision("p:0001", "p", "s", "a", np.array([1.0, 0.5]), 1.0,
-                                           0, T0, T0 + 60))  # fmt: skip
+                                           0, T0, T0 + 60), spec)  # fmt: skip
         assert await store.delete_segment("p", "s")
         await store.settle("p:0001", 1.0, T0 + 1, spec)
         assert [(s.segment, s.arms, s.version) for s in await store.segments("p")] == [("s", 1, 1)]

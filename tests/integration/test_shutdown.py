@@ -37,12 +37,12 @@ class GatedStore(InMemoryModelStore):
         self.closed = False
 
     async def load(
-        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, now: float | None = None
+        self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, for_route: bool = False
     ) -> ModelSnapshot:
         if self.hold:
             self.entered.set()
             await self.gate.wait()
-        return await super().load(key, arms, spec, now)
+        return await super().load(key, arms, spec, for_route)
 
     async def close(self) -> None:
         self.closed = True

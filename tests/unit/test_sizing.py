@@ -68,8 +68,8 @@ def settled_bytes(distinct_segments: bool, dim: int = 3) -> float:
     def settle(i: int) -> None:
         d = PendingDecision(f"chat:{i:x}", "chat", f"s{i}" if distinct_segments else "s", "a",
                             np.ones(dim), 1.0, 0, 0.0, 60.0)  # fmt: skip
-        store.load_now(ModelKey("chat", d.segment), ["a"], spec, now=0.0)
-        store.record_now(d)
+        store.load_now(ModelKey("chat", d.segment), ["a"], spec, for_route=True)
+        store.record_now(d, spec)
         store.settle_now(d.decision_id, 1.0, 1.0, spec)
 
     return per_item(settle)

@@ -4,9 +4,10 @@ Route records its decision with record.lua. When Redis does not answer within ti
 store keeps the decision in its outage buffer under a buffered id (banditd/feedback/ids.py) and
 answers that id. A Redis that was only frozen (SIGSTOP here; a stalled VM, a long fsync or a
 slow script elsewhere) runs the timed-out command when it resumes, so the decision is also
-pending under its plain id, which nobody holds. At its deadline the sweeper applies the default
-reward to that copy: the Route is learned twice, the caller's reward under the buffered id and
-the default reward under the plain one.
+pending under its plain id, which nobody holds. At its deadline the sweeper applied the default
+reward to that copy: the Route was learned twice, the caller's reward under the buffered id and
+the default reward under the plain one. Now the flush of a buffered decision drops its plain-id
+copy.
 """
 
 from __future__ import annotations

@@ -105,3 +105,9 @@ redis-route-cost: $(STAMP) redis-bin  ## round trips and bytes per Route on the 
 
 .PHONY: install redis-bin run proto proto-check fmt lint typecheck pytest test bench
 .PHONY: redis-route-cost
+# --- fault suite (tests/chaos/__init__.py; also part of `make test`) ---
+CHAOS_DECISIONS ?= 10000
+chaos: $(STAMP) redis-bin  ## 2 replicas on one Redis: Redis killed, paused, a replica killed
+	$(PY) -m tests.chaos --decisions $(CHAOS_DECISIONS)
+
+.PHONY: chaos

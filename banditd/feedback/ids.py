@@ -28,6 +28,13 @@ def buffered_id(decision_id: str, at: float) -> str:
     return f"{decision_id}{BUFFERED}{max(int(at), 0):x}"
 
 
+def plain_id(decision_id: str) -> str:
+    """The id a buffered decision was first recorded under (any other id: itself)."""
+    if buffered_at(decision_id) is None:
+        return decision_id
+    return decision_id.rpartition(BUFFERED)[0]
+
+
 def buffered_at(decision_id: str) -> float | None:
     """When a buffered decision was buffered (Unix seconds), or None for any other id."""
     _, _, rest = decision_id.rpartition(":")

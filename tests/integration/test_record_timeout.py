@@ -1,0 +1,60 @@
+"""A record that timed out may still land: one Route must not leave two pending decisions.
+
+Route records its decision with record.lua. When Redis does not answer within timeout_s, the
+store keeps the decision in its outage buffer under a buffered id (banditd/feedback/ids.py) and
+answers that id. A Redis that was only frozen (SIGSTOP here; a stalled VM, a long fsync or a
+slow script elsewhere) runs the timed-out command when it resumes, so the decision is also
+pending under its plain id, which nobody holds. At its deadline the sweeper applied the default
+reward to that copy: the Route was learned twice, the caller's reward under the buffered id and
+the default reward under the plain one. Now the flush of a buffered decision drops its plain-id
+copy.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from banditd.feedback import ids
+from banditd.state.connection import RedisConnection, connect
+from banditd.state.redis_store import RedisModelStore, RedisStoreParams
+from banditd.types import ModelKey, ModelSpec, Outcome, PendingDecision
+from tests.integration.conftest import start_redis
+
+
+async def test_a_record_that_timed_out_but_landed_is_learned_once(tmp_path: Path) -> None:
+    """Redis frozen while a decision is recorded: it gets a buffered id; after its reward and
+    its deadline the model holds one update for it, not a second, default one."""
+    proc, port = start_redis(tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    params = RedisStoreParams(timeout_s=0.2, retry_after_s=0.0)
+    store = RedisModelStore(connect(RedisConnection(url, timeout_s=0.2)), params)
+    spec = ModelSpec(dim=2, default_reward=0.0, fingerprint="f")
+    now = time.time()
+
+    def decision(hex_pair: str) -> PendingDecision:
+        return PendingDecision(f"p:{hex_pair * 12}", "p", "", "a", np.array([1.0, 0.5]), 1.0, 0,
+                               now, now + 60)  # fmt: skip
+
+    try:
+        await store.record(decision("cd"))  # the policy is known now: a record is one call
+        assert (await store.settle("p:" + "cd" * 12, 1.0, now, spec)).outcome is Outcome.APPLIED
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            routed = await store.record(decision("ab"))
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        assert ids.buffered_at(routed) is not None  # Redis did not answer in time
+        assert await store.ping()  # Redis answers again: the buffer is flushed
+        assert (await store.settle(routed, 1.0, now + 1, spec)).outcome is Outcome.APPLIED
+        expired = await store.expire(now + 61, 100, {"p": spec})
+        learned = (await store.load(ModelKey("p"), ["a"], spec)).arms["a"].n
+    finally:
+        await store.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert [s.decision_id for s in expired] == []
+    assert learned == 2

@@ -155,10 +155,6 @@ class RedisModelStore:
         self._forget = client.register_script(
             segment_script() + "return forget_segment(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])"
         )
-        # KEYS pending:<id>, deadlines; ARGV[1] the id. Forgets a pending decision unsettled.
-        self._unrecord = client.register_script(
-            "redis.call('DEL', KEYS[1]) return redis.call('ZREM', KEYS[2], ARGV[1])"
-        )
         self._fields: dict[tuple[str, tuple[ArmId, ...]], tuple[str, str, str, str]] = {}
         self._cache: dict[ModelKey, dict[ArmId, _Cached]] = {}  # least recently loaded first
         self._cache_bytes = 0
@@ -364,9 +360,13 @@ class RedisModelStore:
         evict_at = spec.max_segments if spec is not None and spec.evict_lru else 0
         ttl = spec.segment_ttl_s if spec is not None else 0.0
         refresh = min(60.0, ttl / 10) if ttl else 60.0
+        # A buffered decision's first record may have landed under its plain id (record.lua).
+        plain = ids.plain_id(d.decision_id)
+        buffered = plain != d.decision_id
         args: list[bytes | str] = [
             d.decision_id, repr(d.deadline), str(math.ceil(ttl_s * 1e3)), d.segment,
-            repr(d.created_at), str(evict_at), repr(refresh),
+            repr(d.created_at), str(evict_at), repr(refresh), plain if buffered else "",
+            str(math.ceil(self._p.tombstone_ttl_s * 1e3)),
         ]  # fmt: skip
         for name, value in fields.items():
             args += [name, value]
@@ -375,6 +375,8 @@ class RedisModelStore:
             self._keys.tombstone(d.decision_id),
             self._keys.deadlines(d.policy),
             *self.segment_keys(d.policy),
+            self._keys.pending(plain),
+            self._keys.tombstone(plain),
         ]
         return k, args
 
@@ -384,13 +386,6 @@ class RedisModelStore:
             self._known_policies.add(decision.policy)
         k, args = self._pending_args(decision, spec)
         await self.call(lambda: self._record(keys=k, args=args))
-        plain = ids.plain_id(decision.decision_id)
-        if plain != decision.decision_id:
-            # Buffered because its record timed out, which may have landed all the same (a frozen
-            # Redis runs it when it resumes). Nobody holds that id: drop the copy, or its expiry
-            # would learn the default reward for a decision whose reward comes under this id.
-            u = [self._keys.pending(plain), self._keys.deadlines(decision.policy)]
-            await self.call(lambda: self._unrecord(keys=u, args=[plain]))
 
     async def record(self, decision: PendingDecision, spec: ModelSpec | None = None) -> DecisionId:
         """Log the decision in Redis; while Redis is down, in a bounded local buffer under a

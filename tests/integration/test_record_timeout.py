@@ -58,3 +58,43 @@ async def test_a_record_that_timed_out_but_landed_is_learned_once(tmp_path: Path
         proc.wait(timeout=10)
     assert [s.decision_id for s in expired] == []
     assert learned == 2
+
+
+async def test_a_plain_copy_landing_after_the_flush_or_settled_before_it_is_never_learned_twice(
+    tmp_path: Path,
+) -> None:
+    """The two orders record.lua closes: (1) the timed-out plain record lands after the
+    buffered copy was flushed: the plain id's "superseded" tombstone stops it; (2) the plain
+    copy's deadline passed and the sweeper settled it before the flush: that settlement stands
+    and the buffered id answers as it (EXPIRED), so the decision is learned once."""
+    proc, port = start_redis(tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    store = RedisModelStore(connect(RedisConnection(url, timeout_s=1.0)), RedisStoreParams())
+    spec = ModelSpec(dim=2, default_reward=0.0, fingerprint="f")
+    now = time.time()
+
+    def decision(decision_id: str, wait: float = 60.0) -> PendingDecision:
+        return PendingDecision(decision_id, "p", "", "a", np.array([1.0, 0.5]), 1.0, 0, now,
+                               now + wait)  # fmt: skip
+
+    try:
+        plain = "p:" + "ab" * 12
+        buffered = ids.buffered_id(plain, now)
+        await store._record_one(decision(buffered))  # the flush
+        await store._record_one(decision(plain))  # the late plain record: refused
+        assert not await store.client.exists(store.keys.pending(plain))
+        assert (await store.settle(buffered, 1.0, now, spec)).outcome is Outcome.APPLIED
+
+        plain2 = "p:" + "cd" * 12
+        await store._record_one(decision(plain2, wait=1.0))  # landed; nobody holds it
+        (defaulted,) = await store.expire(now + 2, 10, {"p": spec})
+        assert defaulted.decision_id == plain2
+        buffered2 = ids.buffered_id(plain2, now)
+        await store._record_one(decision(buffered2, wait=1.0))  # the flush, too late
+        late = await store.settle(buffered2, 1.0, now + 3, spec)
+        assert late.outcome is Outcome.EXPIRED
+        assert (await store.load(ModelKey("p"), ["a"], spec)).arms["a"].n == 2
+    finally:
+        await store.close()
+        proc.terminate()
+        proc.wait(timeout=10)

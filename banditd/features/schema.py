@@ -108,6 +108,7 @@ class NumericExtractor:
         else:
             values = list(self._base_list)
             index, mean, scale = self._index, self._mean_list, self._inv_std_list
+            z_lo, z_hi = self._z_lo, self._z_hi
             for name, value in features.items():
                 i = index.get(name)
                 if i is None:
@@ -121,7 +122,7 @@ class NumericExtractor:
                         f"feature {shown(name)} is {value}; features must be finite"
                     )
                 z = (value - mean[i]) * scale[i]
-                if not self._z_lo[i] <= z <= self._z_hi[i]:
+                if not z_lo[i] <= z <= z_hi[i]:
                     z = self._out_of_range(i, value, z)
                 values[i] = z
             x = np.array(values)

@@ -245,7 +245,7 @@ async def test_memory_store_refuses_an_unsafe_update_and_keeps_the_decision() ->
     await store.record(bad)
     await store.settle("p:1", 1.0, 1.0, spec)
     before = snapshot(store)
-    with pytest.raises(UpdateRefusedError, match="non-finite"):
+    with pytest.raises(UpdateRefusedError, match="finite"):
         await store.settle("p:2", 1.0, 1.0, spec)
     assert snapshot(store) == before
     assert store.refused_updates == 1

@@ -269,7 +269,7 @@ class RedisModelStore:
             str(c.stamp) if (c := cache.get(arm)) is not None and c.state.l2 == spec.l2 else "-1"
             for arm in arms
         ])  # fmt: skip
-        k = self.segment_keys(key.policy)
+        k = self.segment_keys(key.policy)[:3]  # (load.lua reads no segment index)
         limit = spec.max_segments if for_route and not spec.evict_lru else 0
         args = [*self._load_fields(key.segment, tuple(arms)), held, key.segment, str(limit)]
         try:
@@ -375,9 +375,9 @@ class RedisModelStore:
             self._keys.tombstone(d.decision_id),
             self._keys.deadlines(d.policy),
             *self.segment_keys(d.policy),
-            self._keys.pending(plain),
-            self._keys.tombstone(plain),
         ]
+        if buffered:
+            k += [self._keys.pending(plain), self._keys.tombstone(plain)]
         return k, args
 
     async def _record_one(self, decision: PendingDecision, spec: ModelSpec | None = None) -> None:

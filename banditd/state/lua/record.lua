@@ -15,8 +15,8 @@
 -- during the outage), that settlement stands and the buffered id gets the same tombstone.
 --
 -- KEYS[4..7]  model, sums, segments, segarms (RedisModelStore.segment_keys)
--- KEYS[8]  pending:<plain id>  HASH  (buffered ids only; else KEYS[1] again)
--- KEYS[9]  tomb:<plain id>     HASH  (buffered ids only; else KEYS[2] again)
+-- KEYS[8]  pending:<plain id>  HASH  (buffered ids only)
+-- KEYS[9]  tomb:<plain id>     HASH  (buffered ids only)
 -- ARGV[1]  decision id
 -- ARGV[2]  deadline, unix seconds as text (exact float repr; the ZSET score)
 -- ARGV[3]  pending TTL, milliseconds (reward wait window + grace)

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
-from tests.integration.conftest import free_port, start_redis
+from tests.integration.conftest import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
@@ -88,29 +88,9 @@ async def wait_until(
         await asyncio.sleep(0.05)
 
 
-class RedisServer:
+def durable_redis(directory: Path) -> RedisServer:
     """A redis-server with `appendfsync always`: every write it acknowledged survives SIGKILL."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.proc, self.port = start_redis(directory, extra=DURABLE)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def restart(self) -> None:
-        """Start again on the same port from the same AOF (blocks until it answers PING)."""
-        self.proc, _ = start_redis(self.directory, port=self.port, extra=DURABLE)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+    return RedisServer(directory, DURABLE)
 
 
 class Replica:

@@ -19,13 +19,14 @@ from tests.chaos.cluster import (
     NOT_SERVING,
     SERVING,
     LivenessWatch,
-    RedisServer,
     Replica,
     aof_dir,
+    durable_redis,
     wait_until,
 )
 from tests.chaos.load import GIVE_UP_S, Load
 from tests.chaos.report import Report, read_store
+from tests.integration.conftest import RedisServer
 
 PAUSE_MS = 2000
 LOAD_WAIT_S = 600.0  # bound on reaching a decision count (a loaded machine routes slowly)
@@ -37,7 +38,7 @@ async def run(
     """Run the scenario with `target` decisions; processes' logs and configs go to `workdir`."""
     started = time.monotonic()
     with aof_dir(workdir) as data:
-        redis = await asyncio.to_thread(RedisServer, data)
+        redis = await asyncio.to_thread(durable_redis, data)
         replicas = [Replica(f"r{i}", workdir, redis.url, seed + i) for i in range(2)]
         load = Load(replicas, target, seed)
         watch = LivenessWatch(replicas, lambda: load.phase)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -58,6 +59,33 @@ def start_redis(
     )  # fmt: skip
     _wait_for_ping(port, proc, timeout_s=10)
     return proc, port
+
+
+class RedisServer:
+    """A redis-server a test may kill and start again on the same port (with `extra` flags,
+    e.g. AOF persistence, each time)."""
+
+    def __init__(self, directory: Path, extra: Sequence[str] = ()) -> None:
+        self.directory = directory
+        self.extra = tuple(extra)
+        self.proc, self.port = start_redis(directory, extra=self.extra)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Start again on the same port and data (blocks until it answers PING)."""
+        self.proc, _ = start_redis(self.directory, port=self.port, extra=self.extra)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

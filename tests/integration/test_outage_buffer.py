@@ -9,7 +9,6 @@ not the default reward. Buffered decisions also survive a clean restart of B (sp
 
 from __future__ import annotations
 
-import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from banditd.state.connection import RedisConnection, connect
 from banditd.state.outage import SpillFile
 from banditd.state.redis_store import RedisModelStore, RedisStoreParams
 from banditd.types import ModelSpec, Outcome, PendingDecision
-from tests.integration.conftest import start_redis
+from tests.integration.conftest import RedisServer
 from tests.integration.traffic import redis_daemon_settings
 
 ROUTE = pb.RouteRequest(
@@ -37,38 +36,14 @@ ROUTE = pb.RouteRequest(
 )
 
 
-class Redis:
-    """A redis-server the test may kill and start again on the same port."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.proc, self.port = start_redis(directory)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def start(self) -> None:
-        self.proc, _ = start_redis(self.directory, port=self.port)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Redis]:
-    server = Redis(tmp_path)
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
     yield server
     server.stop()
 
 
-async def start(redis: Redis, **options: object) -> tuple[Daemon, grpc.aio.Channel]:
+async def start(redis: RedisServer, **options: object) -> tuple[Daemon, grpc.aio.Channel]:
     # health_interval_s: B must not flush on its own before the test lets it (it flushes
     # when the test calls its watcher's ping itself).
     settings = redis_daemon_settings(redis.url, health_interval_s=3600, **options)
@@ -78,7 +53,7 @@ async def start(redis: Redis, **options: object) -> tuple[Daemon, grpc.aio.Chann
 
 
 @pytest.fixture
-async def replicas(redis: Redis) -> AsyncIterator[tuple[Daemon, Daemon, pb_grpc.RouterStub,
+async def replicas(redis: RedisServer) -> AsyncIterator[tuple[Daemon, Daemon, pb_grpc.RouterStub,
                                                         pb_grpc.RouterStub]]:  # fmt: skip
     a, ch_a = await start(redis)
     b, ch_b = await start(redis)
@@ -98,7 +73,7 @@ async def feedback_code(stub: pb_grpc.RouterStub, decision_id: str, reward: floa
 
 
 async def test_reward_for_a_buffered_decision_is_retryable_on_another_replica_until_flushed(
-    redis: Redis, replicas: tuple[Daemon, Daemon, pb_grpc.RouterStub, pb_grpc.RouterStub]
+    redis: RedisServer, replicas: tuple[Daemon, Daemon, pb_grpc.RouterStub, pb_grpc.RouterStub]
 ) -> None:
     """A answers UNAVAILABLE (not NOT_FOUND) until B flushes; then 18.0 is applied once."""
     _, b, stub_a, stub_b = replicas
@@ -107,7 +82,7 @@ async def test_reward_for_a_buffered_decision_is_retryable_on_another_replica_un
     routed = [await stub_b.Route(ROUTE, timeout=10) for _ in range(3)]
     assert all(r.degraded for r in routed)
     assert all(ids.buffered_at(r.decision_id) is not None for r in routed)
-    redis.start()
+    redis.restart()
     for r in routed:  # Redis is back but B has not flushed: retry, never a final answer
         code = await feedback_code(stub_a, r.decision_id, 18.0)
         assert code == "UNAVAILABLE"
@@ -131,7 +106,7 @@ async def test_unknown_plain_ids_are_still_final_not_found(
     assert await feedback_code(stub_a, "chat:" + "ab" * 12, 1.0) == "NOT_FOUND"
 
 
-async def test_the_retry_answer_is_bounded_by_buffer_max_age(redis: Redis) -> None:
+async def test_the_retry_answer_is_bounded_by_buffer_max_age(redis: RedisServer) -> None:
     """After buffer_max_age_s (+ clock skew) the routing replica has given the decision up,
     so the answer becomes final NOT_FOUND; a stamp far in the future is NOT_FOUND at once."""
     now = [1_700_000_000.0]
@@ -152,7 +127,7 @@ async def test_the_retry_answer_is_bounded_by_buffer_max_age(redis: Redis) -> No
 
 
 async def test_buffered_decisions_survive_a_clean_restart_via_the_spill_file(
-    redis: Redis, tmp_path: Path
+    redis: RedisServer, tmp_path: Path
 ) -> None:
     """B stops while Redis is down: its buffer goes to spill_path; the next B reads it back and
     flushes it as soon as Redis answers (here: at its start), so the reward joins on A."""
@@ -166,7 +141,7 @@ async def test_buffered_decisions_survive_a_clean_restart_via_the_spill_file(
         await ch_b.close()
         await b.stop(grace_s=0)
         assert spill.is_file()
-        redis.start()
+        redis.restart()
         b2, ch_b2 = await start(redis, spill_path=str(spill))
         try:
             assert isinstance(b2.store, RedisModelStore)

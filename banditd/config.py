@@ -8,7 +8,6 @@ params (PolicyConfig, ModelSpec, ...) to the objects they build.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -36,8 +35,8 @@ from banditd.policies.spec import (
     RewardFunction,
 )
 from banditd.sizing import PolicyShape, estimate
+from banditd.types import POLICY_NAME
 
-POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DAY_S = 86_400.0
 
 
@@ -473,7 +472,7 @@ class Settings(BaseSettings):
     @classmethod
     def _names(cls, value: dict[str, PolicySettings]) -> dict[str, PolicySettings]:
         for name in value:
-            if not POLICY_NAME.match(name):
+            if not POLICY_NAME.fullmatch(name):
                 raise ValueError(f"policy name {name!r} must match {POLICY_NAME.pattern}")
         return value
 

@@ -35,6 +35,7 @@ from banditd.policies.choice import Choice, zeros
 from banditd.policies.linear import ArmState, Stack, Vector, interaction
 from banditd.policies.spec import PolicyConfig
 from banditd.types import (
+    POLICY_NAME,
     ArmId,
     Candidate,
     Clock,
@@ -51,7 +52,6 @@ from banditd.types import (
 
 ARM_ID = re.compile(r"^[^\s\x00-\x1f]{1,128}$")
 SEGMENT = re.compile(r"^[^\s\x00-\x1f]{0,128}$")
-POLICY_NAME = r"[A-Za-z0-9_.-]{1,64}"
 SHARED_ARM = "*"  # the store key of a shared model's single state
 MAX_STACKS = 4096  # cached stacked states (one per (model, candidate list)); oldest dropped
 MAX_STACK_BYTES = 32 << 20  # and at most this much of them (d=32, K=16: 135 kB each)
@@ -219,10 +219,8 @@ class Router:
                 f"unknown policy {shown(name)}; declared policies: {known}"
                 " (declare it in the config or set auto_create_policies)"
             )
-        if not re.fullmatch(POLICY_NAME, name):
-            raise InvalidRequestError(
-                f"policy name {shown(name)} must match [A-Za-z0-9_.-]{{1,64}}"
-            )
+        if not POLICY_NAME.fullmatch(name):
+            raise InvalidRequestError(f"policy name {shown(name)} must match {POLICY_NAME.pattern}")
         if self._auto_created >= self._max_auto_policies:
             raise ResourceExhaustedError(
                 f"policy {shown(name)} is not declared and {self._auto_created} policies were"
@@ -550,7 +548,7 @@ class Router:
         """The decision's policy and the reward to learn; errors before anything is stored."""
         name = policy_of(decision_id)
         policy = self._policies.get(name)
-        if policy is None and self._template is not None and re.fullmatch(POLICY_NAME, name):
+        if policy is None and self._template is not None and POLICY_NAME.fullmatch(name):
             policy = self._resolve(name)  # auto-created on another replica
         if policy is None:
             raise DecisionNotFoundError(

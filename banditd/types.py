@@ -7,6 +7,7 @@ imports redis, grpc or onnxruntime.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -15,6 +16,9 @@ from banditd.policies.linear import ArmState, Vector
 
 ArmId = str
 DecisionId = str
+# A policy name: it becomes part of Redis keys (a Cluster hash tag) and of decision ids, so
+# nothing else is allowed. Always used with fullmatch ("$" would let a trailing newline in).
+POLICY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class ModelKey(NamedTuple):

@@ -16,7 +16,6 @@ import structlog
 
 from banditd.api.v1 import admin_pb2 as apb
 from banditd.api.v1 import admin_pb2_grpc as apb_grpc
-from banditd.config import POLICY_NAME
 from banditd.errors import (
     BanditdError,
     FailedPreconditionError,
@@ -31,7 +30,7 @@ from banditd.server.request_log import request_fields
 from banditd.state import codec
 from banditd.state.memory_store import InMemoryModelStore
 from banditd.state.redis_admin import ModelMeta, PolicyExport, RedisAdmin
-from banditd.types import ModelSpec, ModelStore
+from banditd.types import POLICY_NAME, ModelSpec, ModelStore
 
 log = structlog.get_logger("banditd.admin")
 

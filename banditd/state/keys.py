@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import re
 
+from banditd.types import POLICY_NAME
+
 DEFAULT_PREFIX = "banditd"
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_POLICY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 COUNTER_FIELD = "c"
 PENDING_FIELDS = (
@@ -49,7 +50,7 @@ def check_prefix(prefix: str) -> str:
 def policy_of(decision_id: str) -> str:
     """The policy a decision id belongs to (`<policy>:<hex>`); ValueError if it has none."""
     policy, sep, rest = decision_id.rpartition(":")
-    if not sep or not rest or not _POLICY.match(policy):
+    if not sep or not rest or not POLICY_NAME.fullmatch(policy):
         raise ValueError(f"decision id {decision_id[:80]!r} has no policy part")
     return policy
 
@@ -61,8 +62,8 @@ class Keys:
         self.prefix = check_prefix(prefix)
 
     def _tag(self, policy: str) -> str:
-        if not _POLICY.match(policy):
-            raise ValueError(f"policy name {policy[:80]!r} must match {_POLICY.pattern}")
+        if not POLICY_NAME.fullmatch(policy):
+            raise ValueError(f"policy name {policy[:80]!r} must match {POLICY_NAME.pattern}")
         return f"{self.prefix}:{{{policy}}}"
 
     def policies(self) -> str:

@@ -27,6 +27,7 @@ from banditd.errors import (
     InvalidRequestError,
     clipped,
 )
+from banditd.feedback.ids import MAX_ID_CHARS
 from banditd.policies.choice import one_hot, zeros
 from banditd.router import FeedbackResult, Router, RouteResult
 from banditd.server.guard import abort, abort_with, status_for, status_message
@@ -291,7 +292,11 @@ class RouterService(pb_grpc.RouterServicer):
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, BanditdError):
                 self._count_unjoined(outcome)
-                add(decision_id=item.decision_id, code=status_for(outcome).value[0],
+                # An id no Route could have issued is echoed cut (it may be ~1 MiB long).
+                echo = item.decision_id
+                if len(echo) > MAX_ID_CHARS:
+                    echo = clipped(echo, MAX_ID_CHARS)
+                add(decision_id=echo, code=status_for(outcome).value[0],
                     error=status_message(str(outcome)))  # fmt: skip
                 failed += 1
             else:

@@ -256,3 +256,18 @@ async def test_a_huge_policy_name_on_admin_list_arms_is_invalid_argument(
     assert "policy name" in details
     assert "900,000 characters]" in details
     assert len(details.encode()) < 1_000
+
+
+async def test_a_huge_decision_id_in_a_feedback_batch_is_echoed_cut(
+    stub: pb_grpc.RouterStub,
+) -> None:
+    """A 900 KB decision id in a batch: its item is INVALID_ARGUMENT and the result echoes the
+    id cut to a few hundred characters, so the answer stays small (it was ~1 MiB)."""
+    batch = pb.FeedbackBatchRequest(
+        items=[pb.FeedbackRequest(decision_id="chat:" + HUGE[: 900_000 - 5], reward=1.0)]
+    )
+    reply = await stub.FeedbackBatch(batch)
+    (result,) = reply.results
+    assert result.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert len(result.decision_id) < 300
+    assert reply.ByteSize() < 2_000

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from banditd.policies.linear import OVERHEAD
 
 MIB = 1 << 20
-BASELINE_BYTES = 120 * MIB  # RSS of an idle daemon: Python, numpy, scipy, grpc, onnxruntime
+BASELINE_BYTES = 150 * MIB  # RSS of an idle daemon: 109-131 MiB seen (131 on its first run,
+# compiling its bytecode); Python, numpy, scipy, grpcio, onnxruntime
 PENDING_BYTES = 460  # one pending decision in the memory store, besides its x (8 B a dim)
 BUFFERED_BYTES = 390  # one decision in the Redis store's outage buffer, besides its x
 TOMBSTONE_BYTES = 190  # one ended decision remembered for DUPLICATE answers (memory store)

@@ -7,7 +7,9 @@ params (PolicyConfig, ModelSpec, ...) to the objects they build.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -369,9 +371,62 @@ class PolicySettings(_Section):
         )
 
 
+# -- the trust boundary (docs/security.md) -----------------------------------------------------
+class TLSSettings(_Section):
+    """TLS on the gRPC listeners (`listen`, `admin_listen`); mTLS with a client CA."""
+
+    cert_file: str = Field("", description="PEM certificate chain; '' = plaintext")
+    key_file: str = Field("", description="PEM private key of cert_file")
+    client_ca_file: str = Field("", description="PEM CA bundle that signs client certificates")
+    require_client_cert: bool = Field(False, description="mTLS: refuse clients without one")
+    reload_check_s: float = Field(
+        5.0, ge=0, description="re-read the files when they change, checked at most this often"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+    @model_validator(mode="after")
+    def _complete(self) -> TLSSettings:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("server.tls needs both cert_file and key_file")
+        if (self.client_ca_file or self.require_client_cert) and not self.cert_file:
+            raise ValueError("server.tls.client_ca_file / require_client_cert need cert_file")
+        if self.require_client_cert and not self.client_ca_file:
+            raise ValueError("server.tls.require_client_cert needs client_ca_file")
+        return self
+
+
+def is_local(address: str) -> bool:
+    """True for a Unix socket or a loopback host:port (what only this machine can reach)."""
+    if address.startswith("unix:"):
+        return True
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ServerSettings(_Section):
     listen: str = "127.0.0.1:50051"
+    tls: TLSSettings = TLSSettings()
+    allow_insecure: bool = Field(
+        False, description="serve plaintext on a non-loopback listen address all the same"
+    )
+    health_listen: str = Field(
+        "", description="host:port of a plaintext listener serving only grpc.health.v1 (probes)"
+    )
+    admin_listen: str = Field(
+        "127.0.0.1:50053",
+        description="the Admin service's own listener (loopback or unix:PATH by default); ''"
+        " = Admin on `listen`, where an [[auth.callers]] entry with role admin is required",
+    )
     metrics_listen: str = Field("127.0.0.1:9464", description="host:port for /metrics; '' = off")
+    metrics_tls: bool = Field(False, description="serve /metrics over TLS with server.tls's files")
     grace_s: float = Field(10.0, ge=0, description="drain time on SIGTERM")
     # Deploy (issue #7): after SIGTERM, readiness is NOT_SERVING but RPCs are still accepted for
     # this long, so readiness-aware clients stop sending before the server stops accepting.
@@ -392,6 +447,66 @@ class ServerSettings(_Section):
     max_message_bytes: int = Field(1 << 20, ge=1024)
     sweep_interval_s: float = Field(1.0, gt=0, description="how often expired decisions settle")
     feedback_batch_max: int = Field(1000, ge=1, description="items per FeedbackBatch call")
+
+    @model_validator(mode="after")
+    def _safe_listeners(self) -> ServerSettings:
+        """Plaintext only where nobody else can connect, unless the operator says otherwise."""
+        for name, address in (("listen", self.listen), ("admin_listen", self.admin_listen)):
+            plaintext = address and not self.tls.enabled and not self.allow_insecure
+            if plaintext and not is_local(address):
+                raise ValueError(
+                    f"server.{name} = {address!r} is not a loopback address and server.tls"
+                    " is not set, so anyone who can reach it could route, send rewards (or"
+                    " run Admin) in plaintext. Set server.tls.cert_file and key_file (and"
+                    " client_ca_file for mTLS), bind 127.0.0.1 or unix:PATH, or set"
+                    " server.allow_insecure = true to accept the risk"
+                )
+        if self.metrics_tls and not self.tls.enabled:
+            raise ValueError("server.metrics_tls needs server.tls.cert_file and key_file")
+        return self
+
+
+Role = Literal["route", "feedback", "admin"]
+
+
+class CallerSettings(_Section):
+    """One caller: how it proves who it is, and what it may do on which policies."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    identities: list[str] = Field(
+        default_factory=list,
+        description="mTLS identities: a URI SAN (spiffe://...) or CN=<common name>",
+    )
+    token_sha256: list[str] = Field(
+        default_factory=list, description="hex SHA-256 of its bearer tokens (several: rotation)"
+    )
+    roles: list[Role] = Field(default_factory=lambda: list[Role](["route", "feedback"]))
+    policies: list[str] = Field(default_factory=lambda: ["*"], description="'*' = every policy")
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hex(cls, value: list[str]) -> list[str]:
+        for digest in value:
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError("token_sha256 entries are 64 lowercase hex digits")
+        return value
+
+
+class AuthSettings(_Section):
+    """Who may call what (docs/security.md). No callers: auth is off, every RPC is allowed on
+    its listener (Admin's own listener is loopback by default)."""
+
+    callers: list[CallerSettings] = Field(default_factory=list)
+    tokens_file: str = Field(
+        "", description="lines '<caller name> <sha256 hex of a token>' (a mounted Secret)"
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> AuthSettings:
+        names = [c.name for c in self.callers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"auth.callers: duplicate names in {names}")
+        return self
 
 
 # --- store.redis (shared state; docs/redis.md) ----------------------------------------------
@@ -467,6 +582,20 @@ class Settings(BaseSettings):
     policy_template: PolicySettings = PolicySettings()
     policies: dict[str, PolicySettings] = Field(default_factory=dict)
     text_encoder: TextEncoderSettings = TextEncoderSettings()  # docs/features.md
+    auth: AuthSettings = AuthSettings()  # docs/security.md
+
+    @model_validator(mode="after")
+    def _admin_is_guarded(self) -> Settings:
+        server = self.server
+        admin_callers = [c for c in self.auth.callers if "admin" in c.roles]
+        if not server.admin_listen and not is_local(server.listen) and not admin_callers:
+            raise ValueError(
+                "server.admin_listen = '' serves Admin on server.listen, which is not a loopback"
+                " address, and no [[auth.callers]] entry has role admin: anyone who can reach"
+                " the port could reset or overwrite models. Keep Admin on its own loopback"
+                " listener (the default), or configure callers with role admin"
+            )
+        return self
 
     @field_validator("policies")
     @classmethod
@@ -475,6 +604,13 @@ class Settings(BaseSettings):
             if not POLICY_NAME.fullmatch(name):
                 raise ValueError(f"policy name {name!r} must match {POLICY_NAME.pattern}")
         return value
+
+    def callers(self) -> list[tuple[str, list[str], list[str], list[str], list[str]]]:
+        """auth.callers as plain rows for server/auth.py (no pydantic past this point)."""
+        return [
+            (c.name, list(c.identities), list(c.token_sha256), list(c.roles), list(c.policies))
+            for c in self.auth.callers
+        ]
 
     def policy_configs(self) -> dict[str, PolicyConfig]:
         return {name: p.to_config(name) for name, p in self.policies.items()}

@@ -23,6 +23,15 @@ class ResourceExhaustedError(BanditdError):
     the request would grow state beyond it. The message names the bound and how to raise it."""
 
 
+class UnauthenticatedError(BanditdError):
+    """No credentials, or ones no configured caller has. Present a client certificate or a
+    bearer token of a caller in auth.callers."""
+
+
+class PermissionDeniedError(BanditdError):
+    """The caller is known but lacks the role, or the policy is not one of its policies."""
+
+
 class DecisionNotFoundError(BanditdError):
     """Feedback names a decision this daemon never made (or forgot). Safe to drop."""
 

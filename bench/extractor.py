@@ -136,7 +136,7 @@ async def route_table(models: dict[str, dict[str, object]], n: int, concurrency:
     for name, text in models.items():
         policies[name] = {"arms": ["a", "b", "c"], "features": {"numeric": ["turns"], "text": text}}
     settings = Settings(
-        server={"listen": "127.0.0.1:0", "metrics_listen": ""},  # type: ignore[arg-type]
+        server={"listen": "127.0.0.1:0", "metrics_listen": "", "admin_listen": ""},  # type: ignore[arg-type]
         policies=policies,  # type: ignore[arg-type]
         text_encoder={"max_batch": 16, "max_wait_ms": 0.0, "cache_size": 10_000},  # type: ignore[arg-type]
         seed=1,

@@ -70,6 +70,7 @@ seed = 1
 [server]
 listen = "127.0.0.1:{port}"
 metrics_listen = ""
+admin_listen = ""
 grace_s = 1
 
 [store]

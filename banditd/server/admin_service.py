@@ -25,6 +25,7 @@ from banditd.errors import (
 )
 from banditd.policies import linear
 from banditd.router import ARM_ID, SEGMENT, SHARED_ARM, Router
+from banditd.server.auth import CALLER
 from banditd.server.guard import abort_with
 from banditd.server.request_log import request_fields
 from banditd.state import codec
@@ -185,9 +186,10 @@ class AdminService(apb_grpc.AdminServicer):
                 stored = set()
         except BanditdError as exc:
             await abort_with(context, exc)
+        caller = CALLER.get()  # a caller sees only its own policies (docs/security.md)
+        visible = [n for n in sorted(declared | stored) if caller is None or caller.may_use(n)]
         return apb.ListPoliciesResponse(policies=[
-            apb.PolicyInfo(name=n, declared=n in declared, stored=n in stored)
-            for n in sorted(declared | stored)
+            apb.PolicyInfo(name=n, declared=n in declared, stored=n in stored) for n in visible
         ])  # fmt: skip
 
     async def _arms(self, policy: str) -> apb.ListArmsResponse:

@@ -41,10 +41,12 @@ from banditd.features.schema import NumericExtractor
 from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
 from banditd.server.admin_service import AdminService
+from banditd.server.auth import Authorizer
 from banditd.server.guard import Guard
 from banditd.server.health_status import HealthStatus
 from banditd.server.metrics import Count, Counts, Metrics
 from banditd.server.service import RouterService
+from banditd.server.tls import TLSFiles, server_credentials
 from banditd.sim.traces import JsonlTraceWriter
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
@@ -204,6 +206,8 @@ class Daemon:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     pager: Pager | None = None
     encoders: dict[EncoderOptions, BatchingEncoder] = field(default_factory=dict)
+    # "admin" (server.admin_listen), "health" (server.health_listen): (server, port)
+    listeners: dict[str, tuple[grpc.aio.Server, int]] = field(default_factory=dict)
     _exported: dict[str, int] = field(default_factory=dict)
     status: HealthStatus = field(init=False)
 
@@ -218,6 +222,8 @@ class Daemon:
             # cluster client breaks connections if many requests race its lazy initialisation.
             store_up = await self.store.ping()
         await self.server.start()
+        for server, _ in self.listeners.values():
+            await server.start()
         await self.status.start(store_up)
         if isinstance(self.store, RedisModelStore):
             interval = self.settings.store.redis.health_interval_s
@@ -233,6 +239,8 @@ class Daemon:
             await asyncio.sleep(self.settings.server.drain_delay_s)
         waited_s = await self.drain(grace_s)
         await self.server.stop(max(grace_s - waited_s, 0.0))
+        for server, _ in self.listeners.values():  # Admin and probes: after the traffic
+            await server.stop(0.5)
         if self.sweeper is not None:  # before the store closes: a sweep must not race close()
             await _cancel(self.sweeper)
             self.sweeper = None
@@ -402,34 +410,72 @@ def build_daemon(
     )
     metrics = Metrics()
     metrics.registry.register(Counts(lambda: guard_counts(router, store)))
+    server_settings = settings.server
+    authorizer = Authorizer.from_config(settings.callers(), settings.auth.tokens_file)
+    credentials = None
+    if server_settings.tls.enabled:
+        t = server_settings.tls
+        credentials, _ = server_credentials(TLSFiles(
+            t.cert_file, t.key_file, t.client_ca_file, t.require_client_cert, t.reload_check_s,
+        ))  # fmt: skip
+    health_servicer = health.aio.HealthServicer()
+    admin = AdminService(router, store, RedisAdmin(store) if isinstance(store, RedisModelStore)
+                         else None)  # fmt: skip
+
+    def listener(address: str, admin_here: bool, router_here: bool) -> tuple[grpc.aio.Server, int]:
+        """A server on `address`: every service through the guard (bad bytes are
+        INVALID_ARGUMENT, a bug INTERNAL, callers checked), health on each."""
+        server = new_server(settings)
+        guard = Guard(server, metrics, authorizer)
+        names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+        if router_here:
+            guard.add(pb_grpc.add_RouterServicer_to_server, RouterService(
+                router, metrics, pager, server_settings.feedback_batch_max))  # fmt: skip
+            names.append(SERVICE_NAME)
+        if admin_here:
+            guard.add(apb_grpc.add_AdminServicer_to_server, admin, audit=ADMIN_SERVICE_NAME)
+            names.append(ADMIN_SERVICE_NAME)
+        guard.add(health_pb2_grpc.add_HealthServicer_to_server, health_servicer)
+        guard.add(  # what enable_server_reflection does for a grpc.aio server, through the guard
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+            reflection.aio.ReflectionServicer(names),
+        )
+        return server, bind(server, address, credentials)
+
+    server, port = listener(server_settings.listen, not server_settings.admin_listen, True)
+    extra: dict[str, tuple[grpc.aio.Server, int]] = {}
+    if server_settings.admin_listen:
+        extra["admin"] = listener(server_settings.admin_listen, True, False)
+    if server_settings.health_listen:  # plaintext, health only (kubelet probes speak no TLS)
+        probes = new_server(settings)
+        Guard(probes, metrics).add(health_pb2_grpc.add_HealthServicer_to_server, health_servicer)
+        extra["health"] = (probes, bind(probes, server_settings.health_listen, None))
+    return Daemon(
+        settings, router, store, metrics, server, health_servicer, port, trace,
+        pager=pager, encoders=encoders, listeners=extra,
+    )  # fmt: skip
+
+
+def new_server(settings: Settings) -> grpc.aio.Server:
     max_bytes = settings.server.max_message_bytes
-    server = grpc.aio.server(
+    return grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
-    # Every service goes through the guard: bad bytes are INVALID_ARGUMENT, a bug INTERNAL.
-    guard = Guard(server, metrics)
-    service = RouterService(router, metrics, pager, settings.server.feedback_batch_max)
-    guard.add(pb_grpc.add_RouterServicer_to_server, service)
-    admin = RedisAdmin(store) if isinstance(store, RedisModelStore) else None
-    guard.add(apb_grpc.add_AdminServicer_to_server, AdminService(router, store, admin))
-    health_servicer = health.aio.HealthServicer()
-    guard.add(health_pb2_grpc.add_HealthServicer_to_server, health_servicer)
-    names = (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    guard.add(  # what enable_server_reflection does for a grpc.aio server, through the guard
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
-        reflection.aio.ReflectionServicer(names),
-    )
-    port = server.add_insecure_port(settings.server.listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {settings.server.listen}")
-    return Daemon(
-        settings, router, store, metrics, server, health_servicer, port, trace,
-        pager=pager, encoders=encoders,
-    )  # fmt: skip
+
+
+def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Listen on `address` (TLS with `credentials`); the port (0 for a Unix socket)."""
+    if credentials is not None:
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0 and not address.startswith("unix:"):
+        raise OSError(f"cannot listen on {address}")
+    return port
 
 
 def container_memory_limit() -> int | None:
@@ -468,9 +514,11 @@ async def serve(settings: Settings) -> None:
     metrics_port = None
     if settings.server.metrics_listen:
         host, _, port = settings.server.metrics_listen.rpartition(":")
+        tls = settings.server.tls if settings.server.metrics_tls else None
         http_server, _thread = start_http_server(
-            int(port), addr=host.strip("[]") or "0.0.0.0", registry=daemon.metrics.registry
-        )
+            int(port), addr=host.strip("[]") or "0.0.0.0", registry=daemon.metrics.registry,
+            certfile=tls.cert_file if tls else None, keyfile=tls.key_file if tls else None,
+        )  # fmt: skip
         metrics_port = http_server.server_port
     await daemon.start()
     stop = asyncio.Event()
@@ -480,6 +528,8 @@ async def serve(settings: Settings) -> None:
     daemon.sweeper = asyncio.create_task(daemon.sweep_forever())
     log.info(
         "server.started", port=daemon.port, metrics_port=metrics_port,
+        tls=settings.server.tls.enabled, auth=bool(settings.auth.callers),
+        **{f"{name}_port": port for name, (_, port) in daemon.listeners.items()},
         policies=daemon.router.policy_names, store=settings.store.backend,
     )  # fmt: skip
     if not daemon.router.policy_names and not settings.auto_create_policies:

@@ -34,10 +34,13 @@ from banditd.errors import (
     DecisionNotFoundError,
     FailedPreconditionError,
     InvalidRequestError,
+    PermissionDeniedError,
     ResourceExhaustedError,
     StateUnavailableError,
+    UnauthenticatedError,
     clipped,
 )
+from banditd.server.auth import CALLER, Authorizer, policies_of
 from banditd.server.metrics import Metrics
 from banditd.server.request_log import request_fields, request_id
 
@@ -52,6 +55,8 @@ _STATUS: dict[type[BanditdError], grpc.StatusCode] = {
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     StateUnavailableError: grpc.StatusCode.UNAVAILABLE,
     ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 _KINDS = {  # (request_streaming, response_streaming) -> the factory grpc's generated code uses
@@ -125,14 +130,23 @@ class Guard:
     would see an `Undecodable` itself).
     """
 
-    def __init__(self, server: grpc.aio.Server, metrics: Metrics) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, metrics: Metrics, authorizer: Authorizer | None = None
+    ) -> None:
         self._server = server
         self._metrics = metrics
+        self._auth = authorizer or Authorizer([], {}, {})
         self._services: set[str] = set()
         self._unwrapped: set[str] = set()  # seen only through add_generic_rpc_handlers so far
+        self._audited: set[str] = set()
 
-    def add(self, add_servicer: Callable[[Any, Any], None], servicer: object) -> None:
-        """`add_servicer(servicer, self)`, checking that every handler it gave was guarded."""
+    def add(
+        self, add_servicer: Callable[[Any, Any], None], servicer: object, audit: str = ""
+    ) -> None:
+        """`add_servicer(servicer, self)`, checking that every handler it gave was guarded.
+        audit: this service's name, to log and count every call to it (Admin)."""
+        if audit:
+            self._audited.add(audit)
         add_servicer(servicer, self)
         if self._unwrapped:
             raise RuntimeError(
@@ -157,26 +171,32 @@ class Guard:
         if service in self._services:  # grpcio 1.75's generated code registers each one twice
             return
         self._services.add(service)
-        guarded = {method: self._guarded(method, h) for method, h in handlers.items()}
+        guarded = {
+            method: self._guarded(f"/{service}/{method}", h, service in self._audited)
+            for method, h in handlers.items()
+        }
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, guarded),)
         )
         self._server.add_registered_method_handlers(service, guarded)
 
-    def _guarded(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> Any:
+    def _guarded(self, path: str, handler: grpc.RpcMethodHandler[Any, Any], audited: bool) -> Any:
         behaviour = (
             handler.unary_unary or handler.unary_stream or handler.stream_unary
             or handler.stream_stream
         )  # fmt: skip
         kind = (handler.request_streaming, handler.response_streaming)
+        wrapped = self._wrap(path, behaviour, handler.request_streaming)
         return _KINDS[kind](
-            self._wrap(method, behaviour, handler.request_streaming),
+            self._audit(path, wrapped) if audited else wrapped,
             request_deserializer=parser(handler.request_deserializer or _raw),
             response_serializer=handler.response_serializer,
         )
 
-    def _wrap(self, method: str, behaviour: Any, streaming: bool) -> Any:
-        """`behaviour` in the same style, with Undecodable requests refused and errors mapped."""
+    def _wrap(self, path: str, behaviour: Any, streaming: bool) -> Any:
+        """`behaviour` in the same style, with Undecodable requests refused, the caller
+        authorised (before the handler runs: a refused call changes nothing) and errors mapped."""
+        method = path.rsplit("/", 1)[-1]
         if inspect.isasyncgenfunction(behaviour):
 
             async def stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
@@ -185,6 +205,7 @@ class Guard:
                         request = self._decoded(method, request, context)
                     elif isinstance(request, Undecodable):
                         await self._refuse(method, context, request)
+                    CALLER.set(self._auth.check(path, None if streaming else request, context))
                     async for response in behaviour(request, context):
                         yield response
                 except grpc.aio.AbortError:
@@ -202,6 +223,7 @@ class Guard:
                     request = self._decoded(method, request, context)
                 elif isinstance(request, Undecodable):
                     await self._refuse(method, context, request)
+                CALLER.set(self._auth.check(path, None if streaming else request, context))
                 return await behaviour(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -209,6 +231,32 @@ class Guard:
                 await self._failed(method, context, exc)
 
         return call
+
+    def _audit(self, path: str, call: Any) -> Any:
+        """One `admin.audit` line and one count per call: who, what, which policy, result."""
+        method = path.rsplit("/", 1)[-1]
+
+        async def audited(request: Any, context: Ctx) -> Any:
+            code = grpc.StatusCode.OK
+            try:
+                return await call(request, context)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                caller = CALLER.get()
+                policies = (
+                    [] if isinstance(request, Undecodable) else sorted(policies_of(path, request))
+                )
+                self._metrics.admin_calls.labels(method, code.name).inc()
+                log.info(
+                    "admin.audit", rpc=method, code=code.name,
+                    caller=caller.name if caller else None, peer=context.peer(),
+                    policy=clipped(",".join(policies), ECHO_CHARS) if policies else None,
+                    request_id=request_id(context),
+                )  # fmt: skip
+
+        return audited
 
     async def _decoded(
         self, method: str, requests: AsyncIterator[Any], context: Ctx

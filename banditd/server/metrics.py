@@ -168,6 +168,13 @@ class Metrics:
             ["rpc"],
             registry=r,
         )
+        self.admin_calls = Counter(
+            "banditd_admin_calls",
+            "Admin RPCs by method and status (each also logged as admin.audit: who, what, which"
+            " policy)",
+            ["rpc", "code"],
+            registry=r,
+        )
         self.store_errors = Counter(
             "banditd_store_errors", "Errors talking to the state store", registry=r
         )

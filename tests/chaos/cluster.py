@@ -40,6 +40,7 @@ log_level = "warning"
 [server]
 listen = "127.0.0.1:{port}"
 metrics_listen = "127.0.0.1:{metrics_port}"
+admin_listen = ""
 grace_s = 5
 sweep_interval_s = 0.2
 [store]

@@ -54,7 +54,7 @@ def test_an_idle_daemon_uses_no_more_than_the_baseline(tmp_path: Path) -> None:
     """sizing.BASELINE_BYTES covers the RSS of a started daemon before any traffic."""
     config = tmp_path / "banditd.toml"
     config.write_text(
-        f'[server]\nlisten = "127.0.0.1:{free_port()}"\nmetrics_listen = ""\n'
+        f'[server]\nlisten = "127.0.0.1:{free_port()}"\nmetrics_listen = ""\nadmin_listen = ""\n'
         '[policies.chat]\narms = ["a", "b"]\nfeatures.numeric = ["x1"]\n'
     )
     proc = subprocess.Popen(

@@ -291,7 +291,7 @@ def requests(target: Target) -> st.SearchStrategy[tuple[str, Message | bytes]]:
 def fuzz_settings(**overrides: Any) -> Any:
     return daemon_settings(
         policies=POLICIES,
-        server={"listen": "127.0.0.1:0", "metrics_listen": "", "grace_s": 0,
+        server={"listen": "127.0.0.1:0", "metrics_listen": "", "admin_listen": "", "grace_s": 0,
                 "feedback_batch_max": 8},
         **overrides,
     )  # fmt: skip

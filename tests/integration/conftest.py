@@ -101,7 +101,12 @@ def daemon_settings(**overrides: object) -> Settings:
     """Settings for an in-process daemon on a free port, with a 'chat' policy of 3 arms."""
     base: dict[str, object] = {
         "seed": 1,
-        "server": {"listen": "127.0.0.1:0", "metrics_listen": "", "grace_s": 1.0},
+        "server": {
+            "listen": "127.0.0.1:0",
+            "metrics_listen": "",
+            "admin_listen": "",
+            "grace_s": 1.0,
+        },
         "policies": {
             "chat": {
                 "arms": ["a", "b", "c"],

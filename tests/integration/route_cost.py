@@ -58,6 +58,7 @@ def settings(url: str, features: int) -> Settings:
         server={
             "listen": "127.0.0.1:0",
             "metrics_listen": "",
+            "admin_listen": "",
             "grace_s": 0,
             "sweep_interval_s": 3600,
         },  # type: ignore[arg-type]

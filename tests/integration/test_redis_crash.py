@@ -38,6 +38,7 @@ log_level = "warning"
 [server]
 listen = "127.0.0.1:{port}"
 metrics_listen = ""
+admin_listen = ""
 grace_s = 0
 sweep_interval_s = 0.2
 [store]

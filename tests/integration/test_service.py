@@ -141,7 +141,12 @@ async def test_expired_feedback_is_not_found_with_the_reason() -> None:
     """After the reward wait window, Feedback is NOT_FOUND saying it expired; the sweep ran."""
     settings = daemon_settings(
         policies={"chat": {"arms": ARMS, "reward_wait_s": 0.05, "default_reward": 0.0}},
-        server={"listen": "127.0.0.1:0", "metrics_listen": "", "sweep_interval_s": 0.01},
+        server={
+            "listen": "127.0.0.1:0",
+            "metrics_listen": "",
+            "admin_listen": "",
+            "sweep_interval_s": 0.01,
+        },
     )
     d = build_daemon(settings)
     await d.start()
@@ -245,7 +250,12 @@ async def test_feedback_batch_applies_each_item_once_and_reports_each_error(
 async def test_feedback_batch_over_the_limit_is_refused_whole() -> None:
     """More items than server.feedback_batch_max: INVALID_ARGUMENT, and nothing is applied."""
     settings = daemon_settings(
-        server={"listen": "127.0.0.1:0", "metrics_listen": "", "feedback_batch_max": 2}
+        server={
+            "listen": "127.0.0.1:0",
+            "metrics_listen": "",
+            "admin_listen": "",
+            "feedback_batch_max": 2,
+        }
     )
     daemon = build_daemon(settings)
     await daemon.start()

@@ -58,6 +58,7 @@ log_level = "info"
 [server]
 listen = "127.0.0.1:{port}"
 metrics_listen = ""
+admin_listen = ""
 grace_s = {GRACE_S}
 drain_delay_s = 0
 {store}

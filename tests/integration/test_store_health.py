@@ -36,7 +36,8 @@ ROUTE = pb.RouteRequest(
 
 def redis_settings(port: int, **server: object) -> Settings:
     return daemon_settings(
-        server={"listen": "127.0.0.1:0", "metrics_listen": "", "grace_s": 1.0, **server},
+        server={"listen": "127.0.0.1:0", "metrics_listen": "", "admin_listen": "", "grace_s": 1.0,
+                **server},
         store={
             "backend": "redis",
             "redis": {"url": f"redis://127.0.0.1:{port}/0", "timeout_s": 0.5,

@@ -587,6 +587,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _admin_is_guarded(self) -> Settings:
         server = self.server
+        if any(c.identities for c in self.auth.callers) and not server.tls.require_client_cert:
+            raise ValueError(
+                "auth.callers with identities need server.tls.require_client_cert = true (and"
+                " client_ca_file): grpc asks for client certificates only when it requires them"
+            )
         admin_callers = [c for c in self.auth.callers if "admin" in c.roles]
         if not server.admin_listen and not is_local(server.listen) and not admin_callers:
             raise ValueError(

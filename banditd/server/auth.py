@@ -168,6 +168,7 @@ class Authorizer:
         if not self.enabled or method.startswith(OPEN_SERVICES):
             return None
         caller = self.identify(context)
+        CALLER.set(caller)  # known from here on, refused or not (the audit line names it)
         role = ROLES.get(method)
         if role is not None and role not in caller.roles:
             raise PermissionDeniedError(

@@ -205,7 +205,7 @@ class Guard:
                         request = self._decoded(method, request, context)
                     elif isinstance(request, Undecodable):
                         await self._refuse(method, context, request)
-                    CALLER.set(self._auth.check(path, None if streaming else request, context))
+                    self._auth.check(path, None if streaming else request, context)
                     async for response in behaviour(request, context):
                         yield response
                 except grpc.aio.AbortError:
@@ -223,7 +223,7 @@ class Guard:
                     request = self._decoded(method, request, context)
                 elif isinstance(request, Undecodable):
                     await self._refuse(method, context, request)
-                CALLER.set(self._auth.check(path, None if streaming else request, context))
+                self._auth.check(path, None if streaming else request, context)
                 return await behaviour(request, context)
             except grpc.aio.AbortError:
                 raise

@@ -55,9 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=2.0)
     args = parser.parse_args(argv)
     address = args.address
-    if address is None:
+    if address is None:  # the plaintext health listener if there is one (it is for probes)
         config = os.environ.get("BANDITD_CONFIG")
-        address = local_address(load_settings(Path(config) if config else None).server.listen)
+        server = load_settings(Path(config) if config else None).server
+        if not server.health_listen and server.tls.enabled:
+            print(
+                "unhealthy: server.tls is on and server.health_listen is not set; the probe"
+                " speaks plaintext: set health_listen (docs/deploy.md)",
+                file=sys.stderr,
+            )
+            return 1
+        address = local_address(server.health_listen or server.listen)
     try:
         status = check(address, args.service, args.timeout_s)
     except grpc.RpcError as exc:

@@ -85,7 +85,11 @@ def _simulate(args: argparse.Namespace) -> int:
         else:
             if "replay" in summary:
                 r = summary["replay"]
-                print(f"replay of the trace: {r['same_arm']}/{r['decisions']} decisions reproduced")
+                if "error" in r:
+                    print(f"replay of the trace: not possible: {r['error']}")
+                else:
+                    done = f"{r['same_arm']}/{r['decisions']}"
+                    print(f"replay of the trace: {done} decisions reproduced")
             for name, est in summary["estimates"].items():
                 line = "  ".join(
                     f"{k} {e.value:.5f} [{e.lo:.5f}, {e.hi:.5f}]" for k, e in est.items()

@@ -36,6 +36,7 @@ from banditd.policies.spec import (
     PriceWeights,
     RewardFunction,
 )
+from banditd.sim.traces import TraceOptions
 from banditd.sizing import PolicyShape, estimate
 from banditd.types import POLICY_NAME
 
@@ -573,6 +574,21 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     seed: int | None = Field(None, description="RNG seed for reproducible exploration")
     trace_path: str = Field("", description="JSONL decision/outcome trace; '' = off")
+    # Trace retention and privacy (docs/simulator.md; banditd/sim/traces.py has the rules).
+    trace_max_mb: int = Field(256, ge=1, description="rotate before the trace exceeds this")
+    trace_keep_files: int = Field(
+        4, ge=0, description="rotated traces kept (<trace_path>.1 .. .N); 0 = deleted at rotation"
+    )
+    trace_max_age_s: float = Field(
+        7 * DAY_S, ge=0, allow_inf_nan=False,
+        description="rotated traces last written longer ago are deleted, and the current one is"
+        " rotated once its first record is this old; 0 = no age limit",
+    )  # fmt: skip
+    trace_context: Literal["full", "hash", "drop"] = Field(
+        "full",
+        description="what a decision keeps of the request: full (replayable), hash (names and"
+        " x kept, values hashed or nulled: OPE only) or drop (no context, x or scores)",
+    )
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     auto_create_policies: bool = False
@@ -616,6 +632,13 @@ class Settings(BaseSettings):
             (c.name, list(c.identities), list(c.token_sha256), list(c.roles), list(c.policies))
             for c in self.auth.callers
         ]
+
+    def trace_options(self) -> TraceOptions:
+        """The trace writer's retention and redaction (no pydantic past this point)."""
+        return TraceOptions(
+            self.trace_max_mb << 20, self.trace_keep_files, self.trace_max_age_s,
+            self.trace_context,
+        )  # fmt: skip
 
     def policy_configs(self) -> dict[str, PolicyConfig]:
         return {name: p.to_config(name) for name, p in self.policies.items()}

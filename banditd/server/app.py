@@ -392,7 +392,9 @@ def build_daemon(
     settings: Settings, store: ModelStore | None = None, clock: SystemClock | None = None
 ) -> Daemon:
     store = store if store is not None else build_store(settings)
-    trace = JsonlTraceWriter(Path(settings.trace_path)) if settings.trace_path else None
+    trace = None
+    if settings.trace_path:  # created 0600, rotated and redacted per settings.trace_*
+        trace = JsonlTraceWriter(Path(settings.trace_path), settings.trace_options())
     template = settings.policy_template.to_config("template")
     paging = settings.paging_configs()  # docs/paging.md: residency is in process for now
     pager = Pager(paging, InMemoryResidencyStore()) if paging else None

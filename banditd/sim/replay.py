@@ -24,7 +24,7 @@ from banditd.errors import DecisionExpiredError, DecisionNotFoundError
 from banditd.features.schema import NumericExtractor
 from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
-from banditd.sim.traces import read_trace
+from banditd.sim.traces import RedactedTraceError, read_trace
 from banditd.state.memory_store import InMemoryModelStore
 from banditd.types import Candidate, Context, FeatureExtractor
 
@@ -149,7 +149,7 @@ def replay_trace(
     daemon's seed, every decision must come out the same: a mismatch means the state or the
     configuration differs from the daemon's (or the trace is incomplete). Pass the daemon's
     `template` if it auto-created policies, and its `extractor_for` if it did not use the
-    numeric pipeline.
+    numeric pipeline. A trace written with trace_context = "hash" or "drop" is a RedactedTraceError.
     """
     clock = SimClock()
     current: list[str] = [""]
@@ -162,6 +162,12 @@ def replay_trace(
         clock.t = float(record["t"])  # type: ignore[arg-type]
         decision_id = str(record["decision_id"])
         if record["type"] == "decision":
+            if "redacted" in record:
+                raise RedactedTraceError(
+                    f"{path}: decision {decision_id} was traced with trace_context ="
+                    f" {record['redacted']!r}: its context is not in the trace, so it cannot be"
+                    " replayed (OPE on a 'hash' trace still works)"
+                )
             current[0] = decision_id
             result = drive(
                 router.route(str(record["policy"]), str(record["segment"]),

@@ -15,6 +15,7 @@ from banditd.sim.metrics import band, loglog_slope, mean_interval
 from banditd.sim.ope import Estimate
 from banditd.sim.scenario import Scenario
 from banditd.sim.simulation import Result
+from banditd.sim.traces import RedactedTraceError
 
 ORACLE = "oracle"
 
@@ -157,7 +158,12 @@ def _reproduce(scenario: Scenario) -> dict[str, Any]:
     template = (
         settings.policy_template.to_config("template") if settings.auto_create_policies else None
     )
-    report = replay_trace(scenario.trace_path, settings.policy_configs(), seed, template=template)
+    try:
+        report = replay_trace(
+            scenario.trace_path, settings.policy_configs(), seed, template=template
+        )
+    except RedactedTraceError as exc:  # a 'hash' trace: OPE ran, replay cannot
+        return {"error": str(exc), "seed": seed}
     return {"decisions": report.decisions, "same_arm": report.same_arm,
             "reproduced": report.reproduced, "max_propensity_error": report.max_propensity_error,
             "outcomes": report.outcomes, "mismatches": report.mismatches, "seed": seed}  # fmt: skip

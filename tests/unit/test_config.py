@@ -85,3 +85,36 @@ def test_check_config_masks_secrets_and_exits_2_on_error(
     monkeypatch.setenv("BANDITD_SERVER__GRACE_S", "-5")
     assert main(["check-config", "--config", str(config)]) == 2
     assert "grace_s" in capsys.readouterr().err
+
+
+def test_trace_settings_become_the_writer_options(config: Path) -> None:
+    """trace_max_mb is MiB; defaults rotate at 256 MiB, keep 4 files for 7 days, full context."""
+    defaults = load_settings(config).trace_options()
+    assert (defaults.max_bytes, defaults.keep_files) == (256 << 20, 4)
+    assert (defaults.max_age_s, defaults.context) == (7 * 86_400.0, "full")
+    flags = ["--trace_max_mb", "2", "--trace_keep_files", "0", "--trace_max_age_s", "0",
+             "--trace_context", "hash"]  # fmt: skip
+    options = load_settings(config, flags).trace_options()
+    assert (options.max_bytes, options.keep_files, options.max_age_s) == (2 << 20, 0, 0.0)
+    assert options.context == "hash"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("TRACE_MAX_MB", "0"),
+        ("TRACE_MAX_MB", "1.5"),
+        ("TRACE_KEEP_FILES", "-1"),
+        ("TRACE_MAX_AGE_S", "-1"),
+        ("TRACE_MAX_AGE_S", "nan"),
+        ("TRACE_MAX_AGE_S", "inf"),
+        ("TRACE_CONTEXT", "sha256"),
+    ],
+)
+def test_bad_trace_retention_values_are_refused(
+    config: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    """A trace that could never rotate, a negative count or age, or an unknown mode fails."""
+    monkeypatch.setenv(f"BANDITD_{field}", value)
+    with pytest.raises(ValidationError, match=field.lower()):
+        load_settings(config)

@@ -32,9 +32,12 @@ class SpillFile:
 
     def write(self, decisions: Iterable[PendingDecision]) -> None:
         """Replace the file with `decisions` (written to a temporary file, then renamed)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
+        # 0600 whatever the umask: the decisions' context vectors are in it (docs/security.md).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             for d in decisions:
                 f.write(json.dumps({
                     "v": FORMAT, "id": d.decision_id, "policy": d.policy, "segment": d.segment,

@@ -141,6 +141,7 @@ async def test_buffered_decisions_survive_a_clean_restart_via_the_spill_file(
         await ch_b.close()
         await b.stop(grace_s=0)
         assert spill.is_file()
+        assert spill.stat().st_mode & 0o777 == 0o600  # the context vectors are in it
         redis.restart()
         b2, ch_b2 = await start(redis, spill_path=str(spill))
         try:

@@ -90,13 +90,22 @@ async def wait_serving(port: int, proc: subprocess.Popen[bytes]) -> grpc.aio.Cha
 
 
 async def pending_decisions(client: aioredis.Redis) -> list[Applied]:
-    """Decisions still pending in Redis (they will be settled by expiry, default reward 0)."""
+    """Decisions still pending in Redis, as they would be learned with the default reward 0."""
     out = []
     async for key in client.scan_iter(match=keys.Keys().pending_pattern("chat")):
         h = await client.hgetall(key)
         x = codec.decode_vector(h[b"x"])
         decision_id = key.decode().rsplit(":pending:", 1)[1]
         out.append(Applied(decision_id, h[b"arm"].decode(), tuple(x.tolist()), 0.0))
+    return out
+
+
+async def defaulted_ids(client: aioredis.Redis) -> set[str]:
+    """Decisions the sweepers settled with the default reward (from their tombstones)."""
+    out = set()
+    async for key in client.scan_iter(match=keys.Keys().tombstone_pattern("chat")):
+        if await client.hget(key, "outcome") == b"defaulted":
+            out.add(key.decode().rsplit(":tomb:", 1)[1])
     return out
 
 
@@ -154,6 +163,9 @@ async def test_replica_sigkilled_mid_load(redis_url: str, tmp_path: Path):
         await asyncio.sleep(0.3)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*workers), timeout=30)
+        # Every decision still pending now (held back, or routed as the victim died), with its
+        # x: those that get no reward below are defaulted by a sweeper, whenever that happens.
+        unsettled = {a.decision_id: a for a in await pending_decisions(client)}
 
         # The dead replica's decisions join on the survivor, then on a restarted replica.
         fresh = [(r, x) for r, x in held if r.feedback_deadline_unix_s > time.time() + 1.0]
@@ -176,7 +188,6 @@ async def test_replica_sigkilled_mid_load(redis_url: str, tmp_path: Path):
             assert await feedback(restarted, resp.decision_id, 1.0) == 1
             applied.append(Applied(resp.decision_id, resp.arm_id, x, 1.0))
 
-        expiring = await pending_decisions(client)  # held back, or routed as the victim died
         await asyncio.sleep(WAIT_S + 0.3)
         await survivor.sweep_once()  # races the restarted replica's own sweeper
         for _ in range(50):
@@ -194,7 +205,10 @@ async def test_replica_sigkilled_mid_load(redis_url: str, tmp_path: Path):
         await survivor.stop(grace_s=0)
     sums = await stored_sums(client)
     version = int(await client.hget(keys.Keys().model("chat"), keys.version_field("")) or 0)
+    defaulted = await defaulted_ids(client)
     await client.aclose()
+    assert defaulted <= set(unsettled), "a decision nobody knew of was defaulted"
+    expiring = [unsettled[d] for d in sorted(defaulted)]  # learned with the default reward, 0
     everything = applied + expiring
     assert len({a.decision_id for a in everything}) == len(everything) == version
     assert_state_equals_replay(sums, everything, survivor.router._policies["chat"].spec)

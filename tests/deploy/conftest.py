@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,10 +21,32 @@ from typing import Any
 import pytest
 import yaml
 
+from banditd.config import ServerSettings, Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("dev", "prod")
-CONFIG_TOML = DEPLOY / "base" / "banditd.toml"
+CONFIG_TOML = DEPLOY / "base" / "banditd.toml"  # the image bakes it; the dev ConfigMap
+PROD_CONFIG_TOML = DEPLOY / "overlays" / "prod" / "banditd.toml"  # base + server.tls, [auth]
+CONFIGS = {"dev": CONFIG_TOML, "prod": PROD_CONFIG_TOML}
+
+# The shipped configs use the trust-boundary issue's server settings (server.health_listen,
+# admin_listen and tls; [auth]). They come with the server side of that issue, on another branch.
+# Until it is merged, Settings refuses these configs (unknown keys), so the tests that load them
+# with Settings or start the daemon on them are expected to fail; once merged they run as usual.
+HAS_TRUST_SETTINGS = "auth" in Settings.model_fields and {
+    "health_listen", "admin_listen", "tls"
+} <= ServerSettings.model_fields.keys()  # fmt: skip
+
+
+def needs_trust_settings(raises: type[BaseException]) -> pytest.MarkDecorator:
+    """xfail (strict) while Settings lacks those settings, for the one exception that causes."""
+    return pytest.mark.xfail(
+        not HAS_TRUST_SETTINGS,
+        reason="needs the server side of the TLS/auth issue (server.health_listen, tls, [auth])",
+        raises=raises,
+        strict=True,
+    )
 
 
 def tool(name: str) -> str:
@@ -87,3 +110,12 @@ def parse_dockerfile(path: Path) -> list[Instruction]:
         pending = ""
     assert not pending, "Dockerfile ends inside a continued line"
     return out
+
+
+def free_listeners(free_port: Callable[[], int]) -> dict[str, str]:
+    """Env overrides that move every listener of the shipped config to a free loopback port:
+    server.listen, metrics_listen and, where Settings has them, health_listen and admin_listen
+    (their shipped values are fixed ports, which tests must not bind)."""
+    names = ["listen", "metrics_listen"]
+    names += [n for n in ("health_listen", "admin_listen") if n in ServerSettings.model_fields]
+    return {f"BANDITD_SERVER__{n.upper()}": f"127.0.0.1:{free_port()}" for n in names}

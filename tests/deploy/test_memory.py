@@ -13,10 +13,20 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from banditd import sizing
 from banditd.config import load_settings
-from tests.deploy.conftest import CONFIG_TOML, OVERLAYS, ROOT, render, sidecar
+from tests.deploy.conftest import (
+    CONFIG_TOML,
+    CONFIGS,
+    OVERLAYS,
+    ROOT,
+    free_listeners,
+    needs_trust_settings,
+    render,
+    sidecar,
+)
 from tests.integration.conftest import free_port
 
 UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
@@ -27,17 +37,19 @@ def limit_bytes(overlay: str) -> int:
     return int(value[:-2]) * UNITS[value[-2:]]
 
 
+@needs_trust_settings(raises=ValidationError)
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("backend", ["redis", "memory"])
 def test_worst_case_of_the_shipped_config_fits_the_pod_limit(overlay: str, backend: str) -> None:
     """Every bounded structure full at once, on either store, stays under the sidecar's limit
     (with 10% to spare for the allocator)."""
-    settings = load_settings(CONFIG_TOML, ["--store.backend", backend])
+    settings = load_settings(CONFIGS[overlay], ["--store.backend", backend])
     total = settings.memory_estimate()["total"]
     assert total is not None, "some structure is unbounded"
     assert total * 1.1 <= limit_bytes(overlay), (total >> 20, limit_bytes(overlay) >> 20)
 
 
+@needs_trust_settings(raises=ValidationError)
 def test_the_old_memory_defaults_would_not_have_fitted() -> None:
     """The estimate is not trivially small: the wave-1 defaults exceed 512 Mi."""
     settings = load_settings(
@@ -54,13 +66,15 @@ def test_an_idle_daemon_uses_no_more_than_the_baseline(tmp_path: Path) -> None:
     """sizing.BASELINE_BYTES covers the RSS of a started daemon before any traffic."""
     config = tmp_path / "banditd.toml"
     config.write_text(
-        f'[server]\nlisten = "127.0.0.1:{free_port()}"\nmetrics_listen = ""\n'
+        '[server]\nmetrics_listen = ""\n'
         '[policies.chat]\narms = ["a", "b"]\nfeatures.numeric = ["x1"]\n'
     )
+    listeners = free_listeners(free_port)  # no fixed port (Admin's default is 127.0.0.1:50053)
+    del listeners["BANDITD_SERVER__METRICS_LISTEN"]  # off, as before
     proc = subprocess.Popen(
         [sys.executable, "-m", "banditd", "serve", "--config", str(config)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env={**os.environ, **listeners, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         assert proc.stdout is not None

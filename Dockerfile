@@ -42,7 +42,8 @@ ENV PATH="/opt/banditd/bin:${PATH}" \
 # Scratch (trace_path). An ONNX model that no extra packages is mounted read-only, e.g. at /models.
 WORKDIR /var/lib/banditd
 USER 10001:10001
-EXPOSE 50051 9464
+# gRPC (server.listen; the baked config keeps it on 127.0.0.1), plaintext health, /metrics.
+EXPOSE 50051 50052 9464
 # For docker/compose; Kubernetes uses its native gRPC probes (deploy/base/deployment.yaml).
 # Liveness (health service ""): a Redis outage never fails it, so nothing replaces the container.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \

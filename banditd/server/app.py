@@ -414,12 +414,10 @@ def build_daemon(
     metrics.registry.register(Counts(lambda: guard_counts(router, store)))
     server_settings = settings.server
     authorizer = Authorizer.from_config(settings.callers(), settings.auth.tokens_file)
-    credentials = None
-    if server_settings.tls.enabled:
-        t = server_settings.tls
-        credentials, _ = server_credentials(TLSFiles(
-            t.cert_file, t.key_file, t.client_ca_file, t.require_client_cert, t.reload_check_s,
-        ))  # fmt: skip
+    t = server_settings.tls
+    files = TLSFiles(
+        t.cert_file, t.key_file, t.client_ca_file, t.require_client_cert, t.reload_check_s
+    )
     health_servicer = health.aio.HealthServicer()
     admin = AdminService(router, store, RedisAdmin(store) if isinstance(store, RedisModelStore)
                          else None)  # fmt: skip
@@ -442,6 +440,9 @@ def build_daemon(
             reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
             reflection.aio.ReflectionServicer(names),
         )
+        # Credentials of their own per listener: grpc asks a dynamic credential's fetcher for
+        # its first certificate once, so a second port on the same object would get none.
+        credentials = server_credentials(files)[0] if t.enabled else None
         return server, bind(server, address, credentials)
 
     server, port = listener(server_settings.listen, not server_settings.admin_listen, True)

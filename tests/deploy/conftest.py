@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,10 +21,14 @@ from typing import Any
 import pytest
 import yaml
 
+from banditd.config import ServerSettings
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("dev", "prod")
-CONFIG_TOML = DEPLOY / "base" / "banditd.toml"
+CONFIG_TOML = DEPLOY / "base" / "banditd.toml"  # the image bakes it; the dev ConfigMap
+PROD_CONFIG_TOML = DEPLOY / "overlays" / "prod" / "banditd.toml"  # base + server.tls, [auth]
+CONFIGS = {"dev": CONFIG_TOML, "prod": PROD_CONFIG_TOML}
 
 
 def tool(name: str) -> str:
@@ -87,3 +92,12 @@ def parse_dockerfile(path: Path) -> list[Instruction]:
         pending = ""
     assert not pending, "Dockerfile ends inside a continued line"
     return out
+
+
+def free_listeners(free_port: Callable[[], int]) -> dict[str, str]:
+    """Env overrides that move every listener of the shipped config to a free loopback port:
+    server.listen, metrics_listen and, where Settings has them, health_listen and admin_listen
+    (their shipped values are fixed ports, which tests must not bind)."""
+    names = ["listen", "metrics_listen"]
+    names += [n for n in ("health_listen", "admin_listen") if n in ServerSettings.model_fields]
+    return {f"BANDITD_SERVER__{n.upper()}": f"127.0.0.1:{free_port()}" for n in names}

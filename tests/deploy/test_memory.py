@@ -16,7 +16,15 @@ import pytest
 
 from banditd import sizing
 from banditd.config import load_settings
-from tests.deploy.conftest import CONFIG_TOML, OVERLAYS, ROOT, render, sidecar
+from tests.deploy.conftest import (
+    CONFIG_TOML,
+    CONFIGS,
+    OVERLAYS,
+    ROOT,
+    free_listeners,
+    render,
+    sidecar,
+)
 from tests.integration.conftest import free_port
 
 UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
@@ -32,7 +40,7 @@ def limit_bytes(overlay: str) -> int:
 def test_worst_case_of_the_shipped_config_fits_the_pod_limit(overlay: str, backend: str) -> None:
     """Every bounded structure full at once, on either store, stays under the sidecar's limit
     (with 10% to spare for the allocator)."""
-    settings = load_settings(CONFIG_TOML, ["--store.backend", backend])
+    settings = load_settings(CONFIGS[overlay], ["--store.backend", backend])
     total = settings.memory_estimate()["total"]
     assert total is not None, "some structure is unbounded"
     assert total * 1.1 <= limit_bytes(overlay), (total >> 20, limit_bytes(overlay) >> 20)
@@ -54,13 +62,15 @@ def test_an_idle_daemon_uses_no_more_than_the_baseline(tmp_path: Path) -> None:
     """sizing.BASELINE_BYTES covers the RSS of a started daemon before any traffic."""
     config = tmp_path / "banditd.toml"
     config.write_text(
-        f'[server]\nlisten = "127.0.0.1:{free_port()}"\nmetrics_listen = ""\nadmin_listen = ""\n'
+        '[server]\nmetrics_listen = ""\n'
         '[policies.chat]\narms = ["a", "b"]\nfeatures.numeric = ["x1"]\n'
     )
+    listeners = free_listeners(free_port)  # no fixed port (Admin's default is 127.0.0.1:50053)
+    del listeners["BANDITD_SERVER__METRICS_LISTEN"]  # off, as before
     proc = subprocess.Popen(
         [sys.executable, "-m", "banditd", "serve", "--config", str(config)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env={**os.environ, **listeners, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         assert proc.stdout is not None

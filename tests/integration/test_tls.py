@@ -20,6 +20,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import ValidationError
 
+from banditd.api.v1 import admin_pb2 as apb
+from banditd.api.v1 import admin_pb2_grpc as apb_grpc
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.config import Settings
@@ -155,3 +157,19 @@ def test_serve_and_check_config_refuse_it_with_exit_2() -> None:
         )  # fmt: skip
         assert done.returncode == 2, (command, done.stderr[-500:])
         assert "not a loopback address" in done.stderr
+
+
+async def test_the_admin_listener_serves_tls_too(ca: CA) -> None:
+    """With TLS on, Admin's own listener speaks it as well (each listener has credentials of
+    its own: sharing one dynamic credential left the second port without a certificate)."""
+    settings = tls_settings(ca.issue("server", "banditd"), admin_listen="127.0.0.1:0")
+    d = build_daemon(settings)
+    await d.start()
+    try:
+        _, admin_port = d.listeners["admin"]
+        async with channel(admin_port, ca) as ch:
+            listed = await apb_grpc.AdminStub(ch).ListPolicies(apb.ListPoliciesRequest())
+        assert [p.name for p in listed.policies] == ["chat"]
+        assert await route(channel(d.port, ca)) in {"a", "b", "c"}
+    finally:
+        await d.stop(grace_s=0)

@@ -575,7 +575,10 @@ class Settings(BaseSettings):
     seed: int | None = Field(None, description="RNG seed for reproducible exploration")
     trace_path: str = Field("", description="JSONL decision/outcome trace; '' = off")
     # Trace retention and privacy (docs/simulator.md; banditd/sim/traces.py has the rules).
-    trace_max_mb: int = Field(256, ge=1, description="rotate before the trace exceeds this")
+    trace_max_mb: int = Field(
+        128, ge=1,
+        description="rotate before the trace exceeds this; (keep_files + 1) x this on disk",
+    )  # fmt: skip
     trace_keep_files: int = Field(
         4, ge=0, description="rotated traces kept (<trace_path>.1 .. .N); 0 = deleted at rotation"
     )

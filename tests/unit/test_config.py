@@ -88,9 +88,9 @@ def test_check_config_masks_secrets_and_exits_2_on_error(
 
 
 def test_trace_settings_become_the_writer_options(config: Path) -> None:
-    """trace_max_mb is MiB; defaults rotate at 256 MiB, keep 4 files for 7 days, full context."""
+    """trace_max_mb is MiB; defaults rotate at 128 MiB, keep 4 files for 7 days, full context."""
     defaults = load_settings(config).trace_options()
-    assert (defaults.max_bytes, defaults.keep_files) == (256 << 20, 4)
+    assert (defaults.max_bytes, defaults.keep_files) == (128 << 20, 4)
     assert (defaults.max_age_s, defaults.context) == (7 * 86_400.0, "full")
     flags = ["--trace_max_mb", "2", "--trace_keep_files", "0", "--trace_max_age_s", "0",
              "--trace_context", "hash"]  # fmt: skip

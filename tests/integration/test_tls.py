@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.config import Settings
 from banditd.server.app import Daemon, build_daemon
-from tests.integration.conftest import daemon_settings
+from tests.integration.conftest import daemon_settings, free_port
 from tests.integration.pki import CA, Issued
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,3 +177,39 @@ async def test_the_admin_listener_serves_tls_too(ca: CA) -> None:
         assert await route(channel(d.port, ca)) in {"a", "b", "c"}
     finally:
         await d.stop(grace_s=0)
+
+
+def test_metrics_can_be_served_over_tls(ca: CA, tmp_path: Path) -> None:
+    """server.metrics_tls: /metrics answers https with the server's certificate, not http."""
+    server = ca.issue("server", "banditd")
+    metrics_port = free_port()
+    config = tmp_path / "banditd.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:0"\nadmin_listen = ""\n'
+        f'metrics_listen = "127.0.0.1:{metrics_port}"\nmetrics_tls = true\n'
+        f'[server.tls]\ncert_file = "{server.cert}"\nkey_file = "{server.key}"\n'
+        '[policies.chat]\narms = ["a"]\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "banditd", "serve", "--config", str(config)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    context = ssl.create_default_context(cafile=str(ca.cert))
+    try:
+        body = b""
+        for _ in range(300):  # until it listens (bounded; no timing assumption)
+            try:
+                url = f"https://127.0.0.1:{metrics_port}/metrics"
+                with urllib.request.urlopen(url, context=context, timeout=5) as reply:
+                    body = reply.read()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, "daemon exited"
+                time.sleep(0.1)
+        assert b"banditd_build_info" in body
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

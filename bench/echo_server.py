@@ -1,12 +1,16 @@
 """A bare grpcio banditd.v1.Router with trivial handlers: the ceiling for the daemon.
 
     python -m bench.echo_server --flavour aio|sync --port PORT --arms K
+        [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 
 Route answers a canned RouteResponse shaped like the daemon's (K ArmScores, ids, fingerprint),
 built once at start-up, so the ceiling pays the same response serialisation and request parsing
 as the daemon but no routing work. Feedback answers a canned APPLIED, FeedbackBatch one canned
 APPLIED per item. No health or reflection;
 no interceptor (the daemon has none either: banditd/server/request_log.py).
+With --tls-cert/--tls-key it listens with TLS (static grpcio credentials; the daemon's are
+dynamic, asked once per handshake, so per call they are the same), with --tls-client-ca it
+requires a client certificate signed by that CA (mTLS).
 Runs until SIGTERM/SIGINT. (Run it with -m: as a script, bench/ would be first on sys.path and
 bench/grpc.py would shadow the grpc package.)
 """
@@ -18,6 +22,7 @@ import asyncio
 import signal
 import threading
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -101,11 +106,30 @@ class AioEcho(pb_grpc.RouterServicer):
         return self._batches(request)
 
 
-def serve_sync(port: int, arms: int, threads: int) -> None:
+def credentials(cert: str, key: str, client_ca: str) -> grpc.ServerCredentials | None:
+    """TLS server credentials from PEM files (mTLS with `client_ca`); None for plaintext."""
+    if not cert:
+        return None
+    ca = Path(client_ca).read_bytes() if client_ca else None
+    pair = (Path(key).read_bytes(), Path(cert).read_bytes())
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=bool(ca))
+
+
+def listen(
+    server: grpc.Server | grpc.aio.Server, port: int, secure: grpc.ServerCredentials | None
+) -> None:
+    address = f"127.0.0.1:{port}"
+    bound = server.add_secure_port(address, secure) if secure else server.add_insecure_port(address)
+    if bound == 0:
+        raise SystemExit(f"echo_server: cannot listen on {address}")
+
+
+def serve_sync(
+    port: int, arms: int, threads: int, secure: grpc.ServerCredentials | None = None
+) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
     pb_grpc.add_RouterServicer_to_server(SyncEcho(arms), server)  # type: ignore[no-untyped-call]
-    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
-        raise SystemExit(f"echo_server: cannot listen on 127.0.0.1:{port}")
+    listen(server, port, secure)
     server.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,11 +138,10 @@ def serve_sync(port: int, arms: int, threads: int) -> None:
     server.stop(grace=0.5).wait()
 
 
-async def serve_aio(port: int, arms: int) -> None:
+async def serve_aio(port: int, arms: int, secure: grpc.ServerCredentials | None = None) -> None:
     server = grpc.aio.server()
     pb_grpc.add_RouterServicer_to_server(AioEcho(arms), server)  # type: ignore[no-untyped-call]
-    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
-        raise SystemExit(f"echo_server: cannot listen on 127.0.0.1:{port}")
+    listen(server, port, secure)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,11 +157,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--arms", type=int, default=16)
     parser.add_argument("--threads", type=int, default=8, help="sync flavour's thread pool")
+    parser.add_argument("--tls-cert", default="", help="PEM certificate chain: listen with TLS")
+    parser.add_argument("--tls-key", default="", help="PEM key of --tls-cert")
+    parser.add_argument("--tls-client-ca", default="", help="mTLS: require clients signed by it")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
+        parser.error("--tls-cert and --tls-key go together; --tls-client-ca needs them")
+    secure = credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
     if args.flavour == "sync":
-        serve_sync(args.port, args.arms, args.threads)
+        serve_sync(args.port, args.arms, args.threads, secure)
     else:
-        asyncio.run(serve_aio(args.port, args.arms))
+        asyncio.run(serve_aio(args.port, args.arms, secure))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The daemon's Route+Feedback round trips through gRPC on loopback, next to bare grpcio echoes.
 
-    python -m bench.grpc [--quick] [--store memory|redis] [--redis-url URL] [--profile]
+    python -m bench.grpc [--quick] [--store memory|redis] [--redis-url URL] [--profile] [--no-tls]
 
 Servers (each its own process, pinned to CPU0): the daemon (`python -m banditd serve`, temp
 config, one LinUCB policy with d−1 numeric features + bias and K arms, metrics endpoint off, log
@@ -10,15 +10,19 @@ ceiling: same service, same request and response shapes, trivial handlers). Clie
 sync server" (bench/sync_daemon.py) also runs the daemon's handlers on grpcio's sync server, to
 see whether the faster bare server makes the daemon faster. Runs are interleaved across servers
 and repeated; tables show medians over runs. One round trip = Route + Feedback.
+TLS rows (bench/tls.py: the daemon with TLS and with mTLS, the aio echo with TLS; certificates
+made once per run with openssl) run in the same interleaved repeats, sequential and loaded (not
+batched), and a table compares each with its plaintext row.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +31,7 @@ import grpc as grpclib
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from bench import profile as profiler
+from bench import tls
 from bench.launcher import (
     ROOT,
     SERVER_CPU,
@@ -56,7 +61,10 @@ FULL = Plan(repeats=5, calls=800, seconds=2.0, warmup_seconds=0.5, inflight=64, 
 QUICK = Plan(repeats=1, calls=100, seconds=0.5, warmup_seconds=0.2, inflight=32, batch=16)
 
 
-def daemon_config(port: int, dim: int, arms: int, algorithm: str, store: str, url: str) -> str:
+def daemon_config(
+    port: int, dim: int, arms: int, algorithm: str, store: str, url: str, extra: str = ""
+) -> str:
+    """The bench's daemon config; `extra` is appended (TOML tables: server.tls, auth)."""
     features = ", ".join(f'"f{j}"' for j in range(dim - 1))
     ids = ", ".join(f'"a{i}"' for i in range(arms))
     # One key prefix per request shape: a model trained under one shape's features is (rightly)
@@ -82,7 +90,7 @@ alpha = 0.5
 arms = [{ids}]
 reward_wait_s = 3600
 features.numeric = [{features}]
-"""
+{extra}"""
 
 
 def _probe(dim: int, arms: int) -> object:
@@ -103,16 +111,32 @@ SYNC_EXPERIMENT = "banditd on sync server"  # bench/sync_daemon.py: not a ceilin
 
 
 def start_daemon(
-    workdir: Path, dim: int, arms: int, algorithm: str, store: str, url: str, sync: bool = False
+    workdir: Path,
+    dim: int,
+    arms: int,
+    algorithm: str,
+    store: str,
+    url: str,
+    sync: bool = False,
+    variant: tls.Variant | None = None,
+    certificates: tls.Certificates | None = None,
 ) -> tuple[Process, str]:
+    """The daemon (or the sync experiment) on a free port; with a TLS variant, its TLS tables."""
     port = free_port()
-    config = workdir / f"banditd-{dim}x{arms}{'-sync' if sync else ''}.toml"
-    config.write_text(daemon_config(port, dim, arms, algorithm, store, url))
+    name = "banditd-sync" if sync else "banditd"
+    extra, secure = "", None
+    if variant is not None and certificates is not None:
+        name = variant.name.replace(" ", "-")
+        extra = certificates.daemon_toml(variant.mutual, "bench")
+        secure = certificates.channel(variant.mutual)
+    config = workdir / f"{name}-{dim}x{arms}.toml"
+    config.write_text(daemon_config(port, dim, arms, algorithm, store, url, extra))
     argv = [sys.executable, "-m", "bench.sync_daemon" if sync else "banditd"]
     argv += ["--config", str(config)] if sync else ["serve", "--config", str(config)]
-    process = Process("banditd-sync" if sync else "banditd", pinned(SERVER_CPU, argv))
+    process = Process(name, pinned(SERVER_CPU, argv))
     address = f"127.0.0.1:{port}"
-    process.wait_until(lambda: grpc_ready(address, _probe(dim, arms)), timeout_s=60)  # type: ignore[arg-type]
+    probe = _probe(dim, arms)
+    process.wait_until(lambda: grpc_ready(address, probe, secure), timeout_s=60)  # type: ignore[arg-type]
     return process, address
 
 
@@ -123,13 +147,24 @@ ECHOES = {  # server name -> echo_server flags; bare echoes are the ceiling
 CEILINGS = ("echo aio", "echo sync")
 
 
-def start_echo(name: str, arms: int) -> tuple[Process, str]:
+def start_echo(
+    name: str,
+    arms: int,
+    variant: tls.Variant | None = None,
+    certificates: tls.Certificates | None = None,
+) -> tuple[Process, str]:
+    """An echo server (`name` in ECHOES) on a free port; with a TLS variant, listening with TLS."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.echo_server", *ECHOES[name], "--port", str(port),
             "--arms", str(arms)]  # fmt: skip
+    secure = None
+    if variant is not None and certificates is not None:
+        name = variant.name
+        argv += certificates.echo_flags(variant.mutual)
+        secure = certificates.channel(variant.mutual)
     process = Process(name.replace(" ", "-"), pinned(SERVER_CPU, argv))
     address = f"127.0.0.1:{port}"
-    process.wait_until(lambda: grpc_ready(address), timeout_s=30)
+    process.wait_until(lambda: grpc_ready(address, None, secure), timeout_s=30)
     return process, address
 
 
@@ -144,9 +179,17 @@ def _median(runs: Sequence[dict[str, object]], *path: str) -> float:
 
 
 def measure(
-    targets: dict[str, str], pids: dict[str, int], plan: Plan, dim: int, arms: int
+    targets: dict[str, str],
+    pids: dict[str, int],
+    plan: Plan,
+    dim: int,
+    arms: int,
+    client_flags: Mapping[str, Sequence[str]] | None = None,
+    unbatched: Collection[str] = (),
 ) -> dict[str, dict[str, list[dict[str, object]]]]:
-    """Interleaved runs: each repeat visits every server (order rotated), seq then conc.
+    """Interleaved runs: each repeat visits every server (order rotated), seq then conc, then
+    batch except for the servers in `unbatched`. `client_flags` adds loadgen flags per server
+    (the TLS rows' --tls-ca, ...).
 
     Each run also records the server's CPU time per round trip (its /proc CPU time across the
     client's whole run, warm-up included, over the round trips completed): unlike round trips
@@ -160,7 +203,7 @@ def measure(
     for repeat in range(plan.repeats):
         order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
-            target = ["--target", targets[name], *shape]
+            target = ["--target", targets[name], *shape, *(client_flags or {}).get(name, ())]
             loaded = [
                 "conc", *target, "--inflight", str(plan.inflight),
                 "--seconds", str(plan.seconds), "--warmup-seconds", str(plan.warmup_seconds),
@@ -170,6 +213,8 @@ def measure(
                 ("conc", loaded),
                 ("batch", [*loaded, "--batch", str(plan.batch)]),
             ):
+                if mode == "batch" and name in unbatched:
+                    continue
                 before = cpu_seconds(pids[name])
                 run = run_client(args)
                 used = cpu_seconds(pids[name]) - before
@@ -186,15 +231,16 @@ def summarise(runs: dict[str, dict[str, list[dict[str, object]]]], plan: Plan) -
     seq_rows, conc_rows, batch_rows = [], [], []
     for name, by_mode in runs.items():
         seq, conc, batch = by_mode["seq"], by_mode["conc"], by_mode["batch"]
-        batch_rows.append({
-            "server": name,
-            LOADED_RPS: _median(batch, "round_trips_per_s"),
-            "Route p50 µs": _median(batch, "pair", "p50_us"),
-            "Route p99 µs": _median(batch, "pair", "p99_us"),
-            LOADED_CPU: _median(batch, "server_cpu_us"),
-            # rewards answered with an error code (not counted as round trips), all runs
-            "failed rewards": sum(int(run.get("failed_items", 0)) for run in batch),  # type: ignore[call-overload]
-        })  # fmt: skip
+        if batch:  # (the TLS rows run no batched mode)
+            batch_rows.append({
+                "server": name,
+                LOADED_RPS: _median(batch, "round_trips_per_s"),
+                "Route p50 µs": _median(batch, "pair", "p50_us"),
+                "Route p99 µs": _median(batch, "pair", "p99_us"),
+                LOADED_CPU: _median(batch, "server_cpu_us"),
+                # rewards answered with an error code (not counted as round trips), all runs
+                "failed rewards": sum(int(run.get("failed_items", 0)) for run in batch),  # type: ignore[call-overload]
+            })  # fmt: skip
         seq_rows.append({
             "server": name,
             "round trips/s": _median(seq, "round_trips_per_s"),
@@ -306,8 +352,10 @@ def run_shape(
     store: str,
     url: str,
     profile: bool,
+    certificates: tls.Certificates | None = None,
 ) -> dict[str, object]:
-    """Start the three servers for one request shape, measure, stop them; print the tables."""
+    """Start the servers for one request shape (with `certificates`, the TLS rows too),
+    measure, stop them; print the tables."""
     dim, arms = shape
     print(
         f"-- request shape d={dim}, K={arms} ({dim - 1} named features + bias, {arms} candidates;"
@@ -338,8 +386,30 @@ def run_shape(
             processes.append(process)
             targets[name] = address
             pids[name] = process.proc.pid
-        summary = summarise(measure(targets, pids, plan, dim, arms), plan)
+        client_flags: dict[str, list[str]] = {}
+        for variant in tls.VARIANTS if certificates is not None else ():
+            if variant.base not in targets:
+                continue
+            try:
+                if variant.base == "banditd":
+                    process, address = start_daemon(
+                        workdir, dim, arms, algorithm, store, url,
+                        variant=variant, certificates=certificates,
+                    )  # fmt: skip
+                else:
+                    process, address = start_echo(variant.base, arms, variant, certificates)
+            except RuntimeError as exc:
+                print(f"  SKIPPED {variant.name}: {exc}", flush=True)
+                result.setdefault("tls_errors", {})[variant.name] = str(exc)  # type: ignore[index]
+                continue
+            processes.append(process)
+            targets[variant.name] = address
+            pids[variant.name] = process.proc.pid
+            client_flags[variant.name] = certificates.client_flags(variant.mutual)  # type: ignore[union-attr]
+        runs = measure(targets, pids, plan, dim, arms, client_flags, unbatched=client_flags)
+        summary = summarise(runs, plan)
         result.update(summary)
+        result["tls_ratios"] = tls.ratios(runs)
         if "banditd" in targets:
             config = workdir / "handler.toml"
             config.write_text(daemon_config(0, dim, arms, algorithm, store, url))
@@ -377,6 +447,8 @@ def run_shape(
     if "handler" in result:
         print_decomposition(summary["conc_rows"], result["handler"], result["handler_cold"])  # type: ignore[arg-type]
     print(flush=True)
+    if result["tls_ratios"]:
+        tls.show_ratios(result["tls_ratios"], plan.inflight)  # type: ignore[arg-type]
     if "profile" in result:
         profiler.show(result["profile"], skip=_LOOP_FRAMES)  # type: ignore[arg-type]
     return result
@@ -415,6 +487,7 @@ def main(
     shapes: Sequence[tuple[int, int]] | None = None,
     algorithm: str = "linucb",
     profile: bool = False,
+    secure: bool = True,
 ) -> dict[str, object]:
     plan = QUICK if quick else FULL
     shapes = shapes or ([(32, 16)] if quick else [(32, 16), (8, 4)])
@@ -430,12 +503,20 @@ def main(
         workdir = Path(tmp)
         redis_process = None
         url = redis_url
+        certificates = None
+        if secure:
+            try:
+                certificates = tls.issue(workdir / "pki")
+                result["tls"] = {"keys": tls.KEYS, "client_identity": tls.CLIENT_ID}
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                print(f"  TLS rows SKIPPED: no certificates ({exc})", flush=True)
+                result["tls"] = {"skipped": str(exc)}
         try:
             if store == "redis" and not url:
                 redis_process, url = start_redis(workdir)
             for shape in shapes:
                 result["shapes"].append(  # type: ignore[attr-defined]
-                    run_shape(workdir, plan, shape, algorithm, store, url, profile)
+                    run_shape(workdir, plan, shape, algorithm, store, url, profile, certificates)
                 )
             if url:
                 result["redis"] = run_client(
@@ -465,8 +546,17 @@ def cli(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--algorithm", choices=("linucb", "thompson"), default="linucb")
     parser.add_argument("--profile", action="store_true", help="py-spy the daemon")
+    parser.add_argument("--no-tls", action="store_true", help="leave out the TLS rows")
     args = parser.parse_args(argv)
-    main(args.quick, args.store, args.redis_url, args.shape, args.algorithm, args.profile)
+    main(
+        args.quick,
+        args.store,
+        args.redis_url,
+        args.shape,
+        args.algorithm,
+        args.profile,
+        not args.no_tls,
+    )
 
 
 if __name__ == "__main__":

@@ -117,8 +117,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def grpc_ready(address: str, probe: Callable[[grpc.Channel], object] | None = None) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def grpc_ready(
+    address: str,
+    probe: Callable[[grpc.Channel], object] | None = None,
+    secure: grpc.ChannelCredentials | None = None,
+) -> bool:
+    """The server at `address` answers (over TLS with `secure`), and `probe` passes."""
+    opened = grpc.secure_channel(address, secure) if secure else grpc.insecure_channel(address)
+    with opened as channel:
         grpc.channel_ready_future(channel).result(timeout=1.0)
         if probe is not None:
             probe(channel)

@@ -3,6 +3,7 @@
     python -m bench.loadgen seq   --target ADDR --dim D --arms K --calls N
     python -m bench.loadgen conc  --target ADDR --dim D --arms K --inflight M --seconds S
     python -m bench.loadgen redis --url redis://127.0.0.1:PORT/0 --calls N
+    (seq, conc: --tls-ca CA.crt for a TLS channel; with --tls-cert/--tls-key, mTLS)
 
 One round trip = Route then Feedback on the decision it returned (two unary RPCs).
 seq:   a blocking grpc client, one round trip at a time: latency percentiles, round trips/s.
@@ -29,6 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 
@@ -52,6 +54,16 @@ def requests(dim: int, arms: int, policy: str = "bench", seed: int = 1) -> list[
     ]
 
 
+def credentials(ca: str, cert: str = "", key: str = "") -> grpc.ChannelCredentials | None:
+    """TLS channel credentials trusting `ca` (with a client certificate if given); None for
+    plaintext (no `ca`)."""
+    if not ca:
+        return None
+    chain = Path(cert).read_bytes() if cert else None
+    private = Path(key).read_bytes() if key else None
+    return grpc.ssl_channel_credentials(Path(ca).read_bytes(), private, chain)
+
+
 def percentiles(samples_s: Sequence[float]) -> dict[str, float]:
     if not samples_s:
         return {"p50_us": float("nan"), "p99_us": float("nan")}
@@ -60,10 +72,18 @@ def percentiles(samples_s: Sequence[float]) -> dict[str, float]:
     return {"p50_us": 1e6 * statistics.median(ordered), "p99_us": 1e6 * q[min(98, len(q) - 1)]}
 
 
-def sequential(target: str, dim: int, arms: int, calls: int, warmup: int) -> dict[str, object]:
+def sequential(
+    target: str,
+    dim: int,
+    arms: int,
+    calls: int,
+    warmup: int,
+    secure: grpc.ChannelCredentials | None = None,
+) -> dict[str, object]:
     pool = requests(dim, arms)
     rnd = random.Random(2)
-    with grpc.insecure_channel(target) as channel:
+    opened = grpc.secure_channel(target, secure) if secure else grpc.insecure_channel(target)
+    with opened as channel:
         stub = pb_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
         route_s: list[float] = []
         feedback_s: list[float] = []
@@ -103,6 +123,7 @@ async def concurrent(
     seconds: float,
     warmup_s: float,
     batch: int = 1,
+    secure: grpc.ChannelCredentials | None = None,
 ) -> dict[str, object]:
     pool = requests(dim, arms)
     rnd = random.Random(3)
@@ -145,7 +166,11 @@ async def concurrent(
                     latencies.append(time.perf_counter() - t0)
                 done += acknowledged
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    if secure:
+        opened = grpc.aio.secure_channel(target, secure)
+    else:
+        opened = grpc.aio.insecure_channel(target)
+    async with opened as channel:
         stub = pb_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
         tasks = [asyncio.create_task(worker(i, stub)) for i in range(inflight)]
         await asyncio.sleep(warmup_s)
@@ -203,8 +228,6 @@ def handler(
     config: str, dim: int, arms: int, calls: int, chunks: int, evict_mb: float = 0.0
 ) -> dict[str, object]:
     """µs per Route+Feedback through RouterService in-process (wall and CPU), over chunks."""
-    from pathlib import Path
-
     from banditd.config import load_settings
     from banditd.logs import configure_logging
     from banditd.server.app import build_daemon
@@ -294,9 +317,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1, help="conc: rewards per FeedbackBatch")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--warmup-seconds", type=float, default=0.5)
+    parser.add_argument("--tls-ca", default="", help="seq, conc: TLS, trusting this CA (PEM)")
+    parser.add_argument("--tls-cert", default="", help="with --tls-ca: client certificate (mTLS)")
+    parser.add_argument("--tls-key", default="", help="the client certificate's key")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_cert and not args.tls_ca):
+        parser.error("--tls-cert and --tls-key go together, and with --tls-ca")
+    secure = credentials(args.tls_ca, args.tls_cert, args.tls_key)
     if args.mode == "seq":
-        result = sequential(args.target, args.dim, args.arms, args.calls, args.warmup)
+        result = sequential(args.target, args.dim, args.arms, args.calls, args.warmup, secure)
     elif args.mode == "conc":
         result = asyncio.run(
             concurrent(
@@ -307,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 args.seconds,
                 args.warmup_seconds,
                 args.batch,
+                secure,
             )
         )
     elif args.mode == "handler":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from banditd.api.v1 import bandit_pb2 as pb
 from banditd.server.app import Daemon, build_daemon
 from banditd.state import codec, keys
 from banditd.state.memory_store import InMemoryModelStore
+from banditd.state.redis_store import RedisModelStore
 from tests.integration.conftest import daemon_settings
 
 REQUESTS = int(os.environ.get("FUZZ_REQUESTS", "5000"))
@@ -419,6 +421,11 @@ def still_serves(target: Target) -> None:
 async def run(settings: Any, target: Callable[[Daemon, grpc.Channel], Target]) -> None:
     daemon = build_daemon(settings)
     await daemon.start()
+    if isinstance(daemon.store, RedisModelStore):
+        # The store watcher indexes the policies' segments once (index.lua, a write) when it
+        # first reaches Redis; done here first, its own run writes nothing, so it cannot land
+        # between a refused request's before and after snapshots.
+        await daemon.store.index_segments(daemon.router.policy_names, time.time())
     try:
         with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
             await asyncio.to_thread(fuzz, target(daemon, channel))

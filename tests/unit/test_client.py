@@ -123,11 +123,11 @@ def _use(client: Client) -> None:
 
 
 def test_plain_client_opens_an_insecure_channel_and_sends_no_metadata(opened: Opened) -> None:
-    """Client("127.0.0.1:50051") behaves as before: plaintext, no options, no metadata."""
-    with Client("127.0.0.1:50051") as client:
+    """Client("127.0.0.1:50099") behaves as before: plaintext, no options, no metadata."""
+    with Client("127.0.0.1:50099") as client:
         _use(client)
     channel = opened.channel
-    assert (channel.target, channel.credentials, channel.options) == ("127.0.0.1:50051", None, ())
+    assert (channel.target, channel.credentials, channel.options) == ("127.0.0.1:50099", None, ())
     assert opened.ssl == []
     assert [m for m, _, _ in channel.calls] == ["Route", "Feedback", "FeedbackBatch"]
     assert all(kw == {"timeout": 2.0, "metadata": None} for _, _, kw in channel.calls)
@@ -140,7 +140,7 @@ def test_mtls_client_sends_the_three_files_and_the_server_name(
     """CA, certificate and key reach grpc.ssl_channel_credentials as bytes; the server name
     becomes the grpc.ssl_target_name_override channel option."""
     Client(
-        "127.0.0.1:50051",
+        "127.0.0.1:50099",
         tls_ca_file=pem["ca.crt"],
         tls_cert_file=str(pem["tls.crt"]),
         tls_key_file=pem["tls.key"],
@@ -184,7 +184,7 @@ def test_token_goes_on_every_call_as_bearer_metadata_over_plaintext_loopback(
 ) -> None:
     """A token is per-call metadata, so it works on a plaintext loopback channel (where grpc's
     call credentials would refuse)."""
-    _use(Client("127.0.0.1:50051", token=TOKEN, timeout_s=0.5))
+    _use(Client("127.0.0.1:50099", token=TOKEN, timeout_s=0.5))
     channel = opened.channel
     assert channel.credentials is None
     assert len(channel.calls) == 3
@@ -199,7 +199,7 @@ async def test_async_client_sends_the_same_credentials_and_metadata(
     token_file = tmp_path / "token"
     token_file.write_text(f"{TOKEN}\n")  # a Secret's file often ends in a newline
     async with AsyncClient(
-        "127.0.0.1:50051",
+        "127.0.0.1:50099",
         tls_ca_file=pem["ca.crt"],
         tls_cert_file=pem["tls.crt"],
         tls_key_file=pem["tls.key"],
@@ -221,8 +221,8 @@ async def test_async_client_sends_the_same_credentials_and_metadata(
 
 @pytest.mark.parametrize(
     "target",
-    ["127.0.0.1:50051", "127.9.9.9:1", "localhost:50051", "[::1]:50051", "::1",
-     "dns:///localhost:50051", "ipv4:127.0.0.1:50051", "unix:///run/banditd.sock",
+    ["127.0.0.1:50099", "127.9.9.9:1", "localhost:50099", "[::1]:50051", "::1",
+     "dns:///localhost:50099", "ipv4:127.0.0.1:50099", "unix:///run/banditd.sock",
      "unix:banditd.sock"],
 )  # fmt: skip
 def test_loopback_targets(target: str) -> None:
@@ -233,7 +233,7 @@ def test_loopback_targets(target: str) -> None:
 @pytest.mark.parametrize(
     "target",
     ["10.0.0.7:50051", "banditd-grpc.llm-serving.svc:50051", "[2001:db8::1]:50051",
-     "dns://8.8.8.8/localhost:50051", "localhost.example.com:50051", "0.0.0.0:50051"],
+     "dns://8.8.8.8/localhost:50099", "localhost.example.com:50051", "0.0.0.0:50051"],
 )  # fmt: skip
 def test_other_targets_are_remote(target: str) -> None:
     """Anything else, including what the parser cannot read, counts as remote."""
@@ -275,7 +275,7 @@ def test_options_that_do_not_fit_together_are_refused(
     resolved = {k: paths.get(v, v) if k.endswith("_file") else v for k, v in kwargs.items()}
     for cls in (Client, AsyncClient):
         with pytest.raises(ValueError, match=message) as refused:
-            cls("127.0.0.1:50051", **resolved)  # type: ignore[arg-type]
+            cls("127.0.0.1:50099", **resolved)  # type: ignore[arg-type]
         assert TOKEN not in str(refused.value)
         assert "two words" not in str(refused.value)
     assert opened.channels == []
@@ -284,19 +284,19 @@ def test_options_that_do_not_fit_together_are_refused(
 def test_a_missing_tls_file_fails_at_construction(tmp_path: Path, opened: Opened) -> None:
     """Files are read when the client is made, not at the first call."""
     with pytest.raises(FileNotFoundError):
-        Client("127.0.0.1:50051", tls_ca_file=tmp_path / "missing.crt")
+        Client("127.0.0.1:50099", tls_ca_file=tmp_path / "missing.crt")
     assert opened.channels == []
 
 
 def test_empty_strings_count_as_unset(opened: Opened) -> None:
     """Options read from unset environment variables ("") leave the plain channel."""
-    Client("127.0.0.1:50051", tls_ca_file="", tls_cert_file="", tls_key_file="", token="")
+    Client("127.0.0.1:50099", tls_ca_file="", tls_cert_file="", tls_key_file="", token="")
     assert opened.channel.credentials is None
     assert opened.ssl == []
 
 
 def test_transport_repr_does_not_show_the_token(opened: Opened) -> None:
     """The token lives in Transport.metadata, which repr leaves out (safe to log)."""
-    t = transport("127.0.0.1:50051", token=TOKEN)
+    t = transport("127.0.0.1:50099", token=TOKEN)
     assert t.metadata == (("authorization", f"Bearer {TOKEN}"),)
     assert TOKEN not in repr(t)

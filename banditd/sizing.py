@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from banditd.policies.linear import OVERHEAD
+from banditd.router import MAX_STACK_BYTES
 
 MIB = 1 << 20
 BASELINE_BYTES = 150 * MIB  # RSS of an idle daemon: 109-131 MiB seen (131 on its first run,
@@ -21,7 +22,7 @@ PENDING_BYTES = 460  # one pending decision in the memory store, besides its x (
 BUFFERED_BYTES = 390  # one decision in the Redis store's outage buffer, besides its x
 TOMBSTONE_BYTES = 190  # one ended decision remembered for DUPLICATE answers (memory store)
 SEGMENT_BYTES = 500  # one segment's model record and registry entry, besides its arms
-STACK_CACHE_BYTES = 32 * MIB  # the Router's stacked-state cache (router.MAX_STACK_BYTES)
+STACK_CACHE_BYTES = MAX_STACK_BYTES  # the Router's stacked-state cache, at most
 FIELD_CACHE_BYTES = 8 * MIB  # the Redis store's cached script arguments (4,096 lists)
 
 

@@ -442,7 +442,7 @@ def build_daemon(
         )
         # Credentials of their own per listener: grpc asks a dynamic credential's fetcher for
         # its first certificate once, so a second port on the same object would get none.
-        credentials = server_credentials(files)[0] if t.enabled else None
+        credentials = server_credentials(files) if t.enabled else None
         return server, bind(server, address, credentials)
 
     server, port = listener(server_settings.listen, not server_settings.admin_listen, True)

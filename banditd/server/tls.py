@@ -47,7 +47,6 @@ class CertificateFiles:
         self._checked = time.monotonic()
         self._stamps = self._mtimes()
         self._current = self._read()  # at start, unreadable files are a configuration error
-        self.reloads = 0
 
     def _mtimes(self) -> tuple[int, ...]:
         return tuple(os.stat(p).st_mtime_ns for p in self._files.paths())
@@ -88,12 +87,11 @@ class CertificateFiles:
                 log.warning("tls.reload_failed", error=str(exc)[:300])
                 return None
             self._stamps, self._current = stamps, config
-            self.reloads += 1
         log.info("tls.reloaded", cert_file=self._files.cert_file)
         return config
 
 
-def server_credentials(files: TLSFiles) -> tuple[grpc.ServerCredentials, CertificateFiles]:
+def server_credentials(files: TLSFiles) -> grpc.ServerCredentials:
     """Credentials for `add_secure_port` that pick up rotated files without a restart."""
     certificates = CertificateFiles(files)
     credentials = grpc.dynamic_ssl_server_credentials(
@@ -101,4 +99,4 @@ def server_credentials(files: TLSFiles) -> tuple[grpc.ServerCredentials, Certifi
         certificates.fetch,  # type: ignore[arg-type]  # (the stub omits "None: no change")
         require_client_authentication=files.require_client_cert,
     )
-    return credentials, certificates
+    return credentials

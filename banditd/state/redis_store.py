@@ -60,6 +60,7 @@ from banditd.types import (
 log = structlog.get_logger("banditd.state")
 
 
+PRUNE_EVERY_S = 60.0  # how often the sweep looks for a policy's idle segments
 MAX_FIELD_LISTS = 4096  # cached load.lua field lists, one per (segment, candidate list)
 CLOCK_SKEW_S = 30.0  # replicas' clocks may differ this much (buffered-id retry window)
 
@@ -158,6 +159,7 @@ class RedisModelStore:
         self._fields: dict[tuple[str, tuple[ArmId, ...]], tuple[str, str, str, str]] = {}
         self._cache: dict[ModelKey, dict[ArmId, _Cached]] = {}  # least recently loaded first
         self._cache_bytes = 0
+        self._pruned_at: dict[str, float] = {}  # policy -> when its idle segments were pruned
         self._versions: dict[ModelKey, int] = {}
         self._buffer: dict[DecisionId, PendingDecision] = {}
         self._known_policies: set[str] = set()
@@ -506,7 +508,10 @@ class RedisModelStore:
                 break
             done += await self._expire_policy(policy, now, limit - len(done), specs.get(policy))
         for policy, spec in specs.items():
-            if spec.segment_ttl_s:
+            # Idle TTLs are days long: a look once a minute per policy is plenty (the sweep
+            # runs every second, and this costs a round trip per policy).
+            if spec.segment_ttl_s and now - self._pruned_at.get(policy, -math.inf) >= PRUNE_EVERY_S:
+                self._pruned_at[policy] = now
                 await self._prune_segments(policy, now - spec.segment_ttl_s, limit)
         return done
 
@@ -657,11 +662,6 @@ class RedisModelStore:
         ):
             oldest = self._cache.pop(next(iter(self._cache)))
             self._cache_bytes -= sum(c.state.nbytes for c in oldest.values())
-
-    @property
-    def cache_bytes(self) -> int:
-        """Bytes of derived model state this replica caches now (bounded by cache_bytes)."""
-        return self._cache_bytes
 
     async def close(self) -> None:
         """Flush the outage buffer if Redis answers; spill what remains to spill_path."""

@@ -6,6 +6,7 @@ audited; Admin on its own listener is not on the Route port."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -225,15 +226,29 @@ async def test_admin_calls_are_audited(
     """Each Admin call, allowed or refused, is one admin.audit line (who, what, which
     policy, result) and one count."""
     daemon, _, s = setup
+    registry = daemon.metrics.registry
+
+    def audited() -> int:
+        """Audited ResetPolicy calls so far (the line and the count come after the status is
+        sent, so the client may hear first: wait for them, bounded, rather than race them)."""
+        return int(sum(
+            registry.get_sample_value("banditd_admin_calls_total",
+                                      {"rpc": "ResetPolicy", "code": code}) or 0
+            for code in ("OK", "PERMISSION_DENIED")
+        ))  # fmt: skip
+
     with structlog.testing.capture_logs() as logs:
         await s["ops"].admin.ResetPolicy(apb.ResetPolicyRequest(policy="a"))
         await s["admin-a"].code(s["admin-a"].admin.ResetPolicy, apb.ResetPolicyRequest(policy="b"))
+        for _ in range(500):
+            if audited() >= 2:
+                break
+            await asyncio.sleep(0.01)
     audit = [e for e in logs if e["event"] == "admin.audit"]
     assert [(e["caller"], e["rpc"], e["policy"], e["code"]) for e in audit] == [
         ("ops", "ResetPolicy", "a", "OK"),
         ("admin-a", "ResetPolicy", "b", "PERMISSION_DENIED"),
     ]
-    registry = daemon.metrics.registry
     for code in ("OK", "PERMISSION_DENIED"):
         labels = {"rpc": "ResetPolicy", "code": code}
         assert registry.get_sample_value("banditd_admin_calls_total", labels) == 1

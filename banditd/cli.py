@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from banditd import __version__
-from banditd.config import Settings, load_settings
+
+try:
+    from pydantic import ValidationError
+
+    from banditd.config import Settings, load_settings
+except ImportError:  # `pip install banditd` is the client alone; main() says what to install
+    pass
 
 SECRET_KEYS = ("password", "url", "token", "secret")
+# What the server extra adds to the client-only install (pyproject.toml), as import names.
+SERVER_MODULES = ("numpy", "scipy", "grpc_health", "grpc_reflection", "redis", "onnxruntime",
+                  "structlog", "pydantic_settings", "prometheus_client")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,6 +158,11 @@ def memory_report(parts: dict[str, int | None]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, flags = _parser().parse_known_args(argv)
+    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"banditd: {args.command} needs the server extra (missing {', '.join(missing)}):"
+              " pip install 'banditd[server]'", file=sys.stderr)  # fmt: skip
+        return 2
     if args.command in ("simulate", "tune"):
         if flags:
             print(f"banditd: unknown arguments {flags}", file=sys.stderr)

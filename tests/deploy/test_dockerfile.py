@@ -166,3 +166,24 @@ def test_image_default_config_is_the_configmap_file() -> None:
     assert ["deploy/base/banditd.toml", "/etc/banditd/banditd.toml"] in copies
     data = find(render("dev"), "ConfigMap")["data"]["banditd.toml"]
     assert data == (ROOT / "deploy/base/banditd.toml").read_text(encoding="utf-8")
+
+
+def test_image_installs_the_server_extra_plus_the_build_arg_extras() -> None:
+    """`pip install banditd` is the client alone, so the image installs `.[server]`, and
+    `--build-arg EXTRAS=text` gives `.[server,text]` (the RUN line's shell expansion, run here)."""
+    (install,) = [
+        x.value for x in _instructions() if x.keyword == "RUN" and "pip install" in x.value
+    ]
+    spec = re.search(r'pip install [^"]*("[^"]+")', install)
+    assert spec, install
+    expanded = {
+        extras: subprocess.run(
+            ["bash", "-c", f"EXTRAS={extras}; echo {spec.group(1)}"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        for extras in ("", "text")
+    }  # fmt: skip
+    assert expanded == {"": ".[server]", "text": ".[server,text]"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    server = project["optional-dependencies"]["server"]
+    assert any(r.startswith("onnxruntime") for r in server), server  # the daemon's stack

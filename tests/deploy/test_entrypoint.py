@@ -31,8 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 import banditd
-from banditd.api.v1 import bandit_pb2 as pb
-from banditd.client import AsyncClient
+from banditd.client import AsyncClient, FeedbackStatus
 from banditd.config import StoreSettings
 from banditd.server.app import SERVICE_NAME
 from banditd.server.health_status import LEARNING, LIVENESS, READINESS
@@ -315,7 +314,7 @@ async def test_only_known_callers_get_through_mtls(running: Running, tmp_path: P
     pipeline_id = callers["reward-pipeline"]["identities"]
     async with caller(issue(running.ca, tmp_path / "pipeline", uris=pipeline_id)) as pipeline:
         applied = await pipeline.feedback(decision_id, reward=0.5)
-        assert applied.status == pb.FEEDBACK_STATUS_APPLIED
+        assert applied.status is FeedbackStatus.APPLIED
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await _route(pipeline, running.config)
         assert exc.value.code() is grpc.StatusCode.PERMISSION_DENIED

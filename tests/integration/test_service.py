@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
-from banditd.client import AsyncClient, feedback_request, route_request
+from banditd.client import AsyncClient, FeedbackStatus, feedback_request, route_request
 from banditd.server.app import Daemon, build_daemon
 from tests.integration.conftest import daemon_settings
 
@@ -228,15 +228,14 @@ async def test_feedback_batch_applies_each_item_once_and_reports_each_error(
             feedback_request(second.decision_id, 0.5),  # the NaN changed nothing
         ])  # fmt: skip
         after = await client.route("chat", ARMS)
-    codes = [grpc.StatusCode.OK.value[0], grpc.StatusCode.OK.value[0],
-             grpc.StatusCode.NOT_FOUND.value[0], grpc.StatusCode.INVALID_ARGUMENT.value[0],
-             grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.OK.value[0]]  # fmt: skip
-    assert [r.code for r in results] == codes
+    ok, not_found, invalid = (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND,
+                              grpc.StatusCode.INVALID_ARGUMENT)  # fmt: skip
+    assert [r.code for r in results] == [ok, ok, not_found, invalid, invalid, ok]
     assert [r.decision_id for r in results][:3] == [first.decision_id] * 2 + ["chat:0000"]
-    statuses = [results[i].response.status for i in (0, 1, 5)]
-    assert statuses == [pb.FEEDBACK_STATUS_APPLIED, pb.FEEDBACK_STATUS_DUPLICATE,
-                        pb.FEEDBACK_STATUS_APPLIED]  # fmt: skip
-    assert results[1].response.reward == 1.0  # the duplicate reports the applied reward
+    applied = [r.result for r in results if r.result is not None]
+    assert [a.status for a in applied] == [FeedbackStatus.APPLIED, FeedbackStatus.DUPLICATE,
+                                           FeedbackStatus.APPLIED]  # fmt: skip
+    assert applied[1].reward == 1.0  # the duplicate reports the applied reward
     assert "finite" in results[4].error
     assert "unknown" in results[2].error
     assert after.model_version == 2  # two rewards applied, once each
@@ -266,10 +265,8 @@ async def test_feedback_batch_over_the_limit_is_refused_whole() -> None:
                 await client.feedback_batch(dict.fromkeys(ids, 1.0))
             assert exc.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             assert "feedback_batch_max" in (exc.value.details() or "")
-            assert [r.code for r in await client.feedback_batch(dict.fromkeys(ids[:2], 1.0))] == [
-                0,
-                0,
-            ]
+            results = await client.feedback_batch(dict.fromkeys(ids[:2], 1.0))
+            assert [r.ok for r in results] == [True, True]
             assert (await client.route("chat", ARMS)).model_version == 2
     finally:
         await daemon.stop(grace_s=0)

@@ -17,9 +17,20 @@ import grpc
 import pytest
 
 from banditd.api.v1 import bandit_pb2 as pb
-from banditd.client import AsyncClient, Client, is_loopback, transport
+from banditd.client import (
+    DEFAULT_RETRY,
+    AsyncClient,
+    Client,
+    FeedbackStatus,
+    RetryPolicy,
+    is_loopback,
+    transport,
+)
+from banditd.client.transport import retry_options
 
 TOKEN = "s3cr3t-t0ken_~+/="
+RETRY = retry_options(DEFAULT_RETRY)  # every Router client's channel: Feedback retries on
+NAME = (("grpc.ssl_target_name_override", "banditd-grpc.llm-serving.svc"),)
 RESPONSES: dict[str, Callable[[], Any]] = {
     "Route": pb.RouteResponse,
     "Feedback": pb.FeedbackResponse,
@@ -123,11 +134,15 @@ def _use(client: Client) -> None:
 
 
 def test_plain_client_opens_an_insecure_channel_and_sends_no_metadata(opened: Opened) -> None:
-    """Client("127.0.0.1:50099") behaves as before: plaintext, no options, no metadata."""
+    """Client("127.0.0.1:50099"): plaintext, the retry policy's options only, no metadata."""
     with Client("127.0.0.1:50099") as client:
         _use(client)
     channel = opened.channel
-    assert (channel.target, channel.credentials, channel.options) == ("127.0.0.1:50099", None, ())
+    assert (channel.target, channel.credentials, channel.options) == (
+        "127.0.0.1:50099",
+        None,
+        RETRY,
+    )
     assert opened.ssl == []
     assert [m for m, _, _ in channel.calls] == ["Route", "Feedback", "FeedbackBatch"]
     assert all(kw == {"timeout": 2.0, "metadata": None} for _, _, kw in channel.calls)
@@ -155,7 +170,7 @@ def test_mtls_client_sends_the_three_files_and_the_server_name(
     ]
     channel = opened.channel
     assert channel.credentials == "ssl-credentials"
-    assert channel.options == (("grpc.ssl_target_name_override", "banditd-grpc.llm-serving.svc"),)
+    assert channel.options == NAME + RETRY
 
 
 def test_a_ca_alone_gives_tls_without_a_client_certificate(
@@ -167,7 +182,7 @@ def test_a_ca_alone_gives_tls_without_a_client_certificate(
         {"root_certificates": b"-----ca.crt-----\n", "private_key": None, "certificate_chain": None}
     ]
     assert opened.channel.credentials == "ssl-credentials"
-    assert opened.channel.options == ()
+    assert opened.channel.options == RETRY
 
 
 def test_a_client_certificate_alone_verifies_the_server_with_system_roots(
@@ -212,7 +227,7 @@ async def test_async_client_sends_the_same_credentials_and_metadata(
     channel = opened.channel
     assert isinstance(channel, FakeAioChannel)
     assert channel.credentials == "ssl-credentials"
-    assert channel.options == (("grpc.ssl_target_name_override", "banditd-grpc.llm-serving.svc"),)
+    assert channel.options == NAME + RETRY
     assert [kw["metadata"] for _, _, kw in channel.calls] == [
         (("authorization", f"Bearer {TOKEN}"),)
     ] * 3
@@ -300,3 +315,61 @@ def test_transport_repr_does_not_show_the_token(opened: Opened) -> None:
     t = transport("127.0.0.1:50099", token=TOKEN)
     assert t.metadata == (("authorization", f"Bearer {TOKEN}"),)
     assert TOKEN not in repr(t)
+
+
+def test_feedback_status_names_every_proto_status() -> None:
+    """FeedbackStatus has a member per banditd.v1.FeedbackStatus value, named alike; a value
+    newer than this client reads as UNSPECIFIED (the number stays in `raw`)."""
+    names = {f"FEEDBACK_STATUS_{s.name}": s.value for s in FeedbackStatus}
+    assert names == dict(pb.FeedbackStatus.items())
+    assert FeedbackStatus(99) is FeedbackStatus.UNSPECIFIED
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"X-Tenant": "a"}, "lower-case"),
+        ({"grpc-timeout": "1S"}, "grpc-"),
+        ({"authorization": "Bearer x"}, "token="),
+        ({"x-trace-bin": "text"}, "-bin"),
+        ({"x-trace": b"bytes"}, "-bin"),
+        ({"x-tenant": "caf\u00e9"}, "printable ASCII"),
+        ({"x-tenant": "two\nlines"}, "printable ASCII"),
+    ],
+)
+def test_metadata_that_grpc_would_refuse_is_refused_at_construction(
+    opened: Opened, metadata: dict[str, Any], message: str
+) -> None:
+    """Client metadata is checked when the client is made, call metadata when the call is."""
+    with pytest.raises(ValueError, match=message):
+        Client("127.0.0.1:50099", metadata=metadata)
+    assert opened.channels == []
+    client = Client("127.0.0.1:50099")
+    with pytest.raises(ValueError, match=message):
+        client.route("chat", ["a"], metadata=metadata)
+    assert opened.channel.calls == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_attempts": 1},
+        {"max_attempts": 6},
+        {"initial_backoff_s": 0.0},
+        {"initial_backoff_s": 3.0, "max_backoff_s": 2.0},
+        {"backoff_multiplier": 0.0},
+    ],
+)
+def test_retry_policies_grpc_would_ignore_are_refused(kwargs: dict[str, float]) -> None:
+    """gRPC would fail every call of the channel over an invalid retryPolicy (INVALID_ARGUMENT,
+    "errors validating service config") or cap maxAttempts at 5 silently; RetryPolicy refuses
+    both when it is made."""
+    with pytest.raises(ValueError, match=r"max_attempts|backoff"):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_an_unknown_client_option_is_a_type_error(opened: Opened) -> None:
+    """Options arrive as keyword arguments; a typo is refused, not ignored."""
+    with pytest.raises(TypeError, match="tls_ca"):
+        Client("127.0.0.1:50099", tls_ca="ca.crt")  # type: ignore[call-arg]
+    assert opened.channels == []

@@ -13,24 +13,31 @@ Two tokenisers:
   any BERT-style encoder taking input_ids / attention_mask / token_type_ids works.
 Outputs: rank 3 [B,T,E] is mean-pooled over the attention mask; rank 2 [B,E] is used as is;
 either way the result is L2-normalised.
+
+onnxruntime is imported by the first encoder built (`_onnxruntime`), not by this module: a
+daemon whose policies are numeric-only never loads it. Its telemetry events are switched off
+before the first session is created.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from banditd.errors import ConfigError, FailedPreconditionError
 from banditd.features.ngram import NgramTokenizer
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 EncoderKind = Literal["ngram", "minilm"]
 Inputs = dict[str, npt.NDArray[np.int64]]
@@ -38,12 +45,22 @@ Tokenize = Callable[[Sequence[str]], Inputs]
 FEEDABLE = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_NGRAM_MODEL = "models/ngram-v1.onnx"
 _BUCKET_RATIO = 1.25  # a run's longest text is at most 1.25x + 8 tokens its shortest
-_ORT_ERRORS: tuple[type[Exception], ...] = tuple(
-    getattr(ort_state, name)
-    for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile",
-                 "NoModel", "RuntimeException", "NotImplemented", "EPFail", "EngineError")
-    if hasattr(ort_state, name)
+_ORT_ERROR_NAMES = (
+    "Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NoModel",
+    "RuntimeException", "NotImplemented", "EPFail", "EngineError",
 )  # fmt: skip
+
+
+@functools.cache
+def _onnxruntime() -> tuple[ModuleType, tuple[type[Exception], ...]]:
+    """onnxruntime with its telemetry events off, and the errors it raises (imported once, on
+    first use: numeric-only configs never pay for it)."""
+    import onnxruntime
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    onnxruntime.disable_telemetry_events()
+    errors = tuple(getattr(state, name) for name in _ORT_ERROR_NAMES if hasattr(state, name))
+    return onnxruntime, errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +149,7 @@ class OnnxTextEncoder:
         if options.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {options.max_tokens}")
         self.model_path = model
+        self._errors = _onnxruntime()[1]
         self._session = self._load(model, options)
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         self._tokenize: Tokenize
@@ -166,6 +184,7 @@ class OnnxTextEncoder:
 
     @staticmethod
     def _load(model: Path, options: EncoderOptions) -> ort.InferenceSession:
+        ort, errors = _onnxruntime()
         available = ort.get_available_providers()
         missing = [p for p in options.providers if p not in available]
         if missing or not options.providers:
@@ -180,7 +199,7 @@ class OnnxTextEncoder:
         so.log_severity_level = 3
         try:
             return ort.InferenceSession(str(model), so, providers=list(options.providers))
-        except _ORT_ERRORS as exc:
+        except errors as exc:
             raise ConfigError(f"cannot load ONNX model {model}: {exc}") from exc
 
     def _check_inputs(self, model: Path) -> tuple[str, ...]:
@@ -230,7 +249,7 @@ class OnnxTextEncoder:
         feeds: Mapping[str, npt.NDArray[np.int64]] = {k: inputs[k] for k in self._feeds}
         try:
             (out,) = self._session.run([self._output], dict(feeds))
-        except _ORT_ERRORS as exc:
+        except self._errors as exc:
             raise FailedPreconditionError(f"text encoder {self.model_path} failed: {exc}") from exc
         out = np.asarray(out, dtype=np.float32)
         if self._pool:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 import numpy as np
@@ -510,19 +511,26 @@ def log_memory_budget(settings: Settings) -> None:
                  limit_mib=limit and round(limit / (1 << 20)))  # fmt: skip
 
 
+def start_metrics(settings: Settings, metrics: Metrics) -> WSGIServer | None:
+    """/metrics on server.metrics_listen (TLS with server.metrics_tls) in a daemon thread, or
+    None when it is ''. The caller reads the port from `.server_port` (0 binds a free one)."""
+    if not settings.server.metrics_listen:
+        return None
+    host, _, port = settings.server.metrics_listen.rpartition(":")
+    tls = settings.server.tls if settings.server.metrics_tls else None
+    http_server, _thread = start_http_server(
+        int(port), addr=host.strip("[]") or "0.0.0.0", registry=metrics.registry,
+        certfile=tls.cert_file if tls else None, keyfile=tls.key_file if tls else None,
+    )  # fmt: skip
+    return http_server
+
+
 async def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM/SIGINT, then shut down gracefully."""
     log_memory_budget(settings)
     daemon = build_daemon(settings)
-    metrics_port = None
-    if settings.server.metrics_listen:
-        host, _, port = settings.server.metrics_listen.rpartition(":")
-        tls = settings.server.tls if settings.server.metrics_tls else None
-        http_server, _thread = start_http_server(
-            int(port), addr=host.strip("[]") or "0.0.0.0", registry=daemon.metrics.registry,
-            certfile=tls.cert_file if tls else None, keyfile=tls.key_file if tls else None,
-        )  # fmt: skip
-        metrics_port = http_server.server_port
+    metrics = start_metrics(settings, daemon.metrics)
+    metrics_port = metrics.server_port if metrics is not None else None
     await daemon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

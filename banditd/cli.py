@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from banditd import __version__
 from banditd.config import Settings, load_settings
 
-SECRET_KEYS = ("password", "url", "token", "secret")
+SECRET_KEYS = ("password", "url", "token", "secret", "headers")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -176,7 +176,7 @@ async def test_redis_store_operations_are_child_spans(
     redis_url: str, exporter: InMemorySpanExporter
 ) -> None:
     """On the Redis store, Route's load and record and Feedback's settle are CLIENT spans under
-    the RPC's span; the store watcher's own pings start no trace."""
+    the RPC's span; the store watcher's pings and the expiry sweep start no trace."""
     prefix = f"trace-{uuid.uuid4().hex[:8]}"
     settings = traced_settings(
         store={"backend": "redis", "redis": {"url": redis_url, "key_prefix": prefix}}
@@ -190,6 +190,7 @@ async def test_redis_store_operations_are_child_spans(
             await router.Feedback(
                 pb.FeedbackRequest(decision_id=reply.decision_id, reward=1.0), metadata=metadata
             )
+        await daemon.sweep_once()  # the sweeper's store.expire, outside any RPC
         spans = finished(daemon, exporter)
     finally:
         await daemon.stop(grace_s=0)

@@ -512,7 +512,7 @@ class AuthSettings(_Section):
         return self
 
 
-# -- traces (docs/observability.md) --------------------------------------------------------------
+# -- traces (docs/deploy.md, "Traces") ------------------------------------------------------------
 class TracingSettings(_Section):
     """OpenTelemetry traces over OTLP (the `otel` extra). Off, banditd imports nothing of
     OpenTelemetry. Each empty field falls back to its OTEL_* variable, then the SDK default."""
@@ -669,7 +669,7 @@ class Settings(BaseSettings):
     policies: dict[str, PolicySettings] = Field(default_factory=dict)
     text_encoder: TextEncoderSettings = TextEncoderSettings()  # docs/features.md
     auth: AuthSettings = AuthSettings()  # docs/security.md
-    tracing: TracingSettings = TracingSettings()  # docs/observability.md
+    tracing: TracingSettings = TracingSettings()  # docs/deploy.md, "Traces"
 
     @model_validator(mode="after")
     def _admin_is_guarded(self) -> Settings:

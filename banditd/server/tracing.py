@@ -23,6 +23,7 @@ below are put in place (or not) once, when the daemon is built.
 # ruff: noqa: N802  (the servicer's methods are named as the proto's RPCs, as in service.py)
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -151,6 +152,8 @@ def _status_code(context: Any, exc: BaseException) -> grpc.StatusCode:
     BanditdError or a bug, else what the handler aborted with)."""
     if isinstance(exc, BanditdError):
         return status_for(exc)
+    if isinstance(exc, asyncio.CancelledError):  # the caller went away or its deadline passed
+        return grpc.StatusCode.CANCELLED
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code

@@ -24,7 +24,7 @@ try:
 except ImportError:  # `pip install banditd` is the client alone; main() says what to install
     pass
 
-SECRET_KEYS = ("password", "url", "token", "secret")
+SECRET_KEYS = ("password", "url", "token", "secret", "headers")
 # What the server extra adds to the client-only install (pyproject.toml), as import names.
 SERVER_MODULES = ("numpy", "scipy", "grpc_health", "grpc_reflection", "redis", "onnxruntime",
                   "structlog", "pydantic_settings", "prometheus_client")  # fmt: skip

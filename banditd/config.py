@@ -7,9 +7,11 @@ params (PolicyConfig, ModelSpec, ...) to the objects they build.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 import re
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -510,6 +512,71 @@ class AuthSettings(_Section):
         return self
 
 
+# -- traces (docs/deploy.md, "Traces") ------------------------------------------------------------
+class TracingSettings(_Section):
+    """OpenTelemetry traces over OTLP (the `otel` extra). Off, banditd imports nothing of
+    OpenTelemetry. Each empty field falls back to its OTEL_* variable, then the SDK default."""
+
+    enabled: bool = False
+    endpoint: str = Field(
+        "",
+        description="OTLP collector, e.g. http://otel-collector:4317 (grpc) or"
+        " http://otel-collector:4318/v1/traces (http/protobuf); '' ="
+        " OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else localhost",
+    )
+    protocol: Literal["grpc", "http/protobuf"] = Field(
+        "grpc",
+        description="grpc comes with the otel extra; http/protobuf needs"
+        " opentelemetry-exporter-otlp-proto-http installed too",
+    )
+    service_name: str = Field("", description="'' = OTEL_SERVICE_NAME, else banditd")
+    sample_ratio: float | None = Field(
+        None, ge=0, le=1,
+        description="share of traces started here that are kept; a caller's traceparent decides"
+        " for its own trace (parent-based); unset = OTEL_TRACES_SAMPLER(_ARG), else keep all",
+    )  # fmt: skip
+    headers: str = Field(
+        "",
+        description="k1=v1,k2=v2 sent with each export (e.g. an API key: prefer env"
+        " BANDITD_TRACING__HEADERS from a Secret); '' = OTEL_EXPORTER_OTLP_(TRACES_)HEADERS",
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _pairs(cls, value: str) -> str:
+        for item in filter(None, (i.strip() for i in value.split(","))):
+            if not item.partition("=")[0].strip() or "=" not in item:
+                raise ValueError("tracing.headers is k1=v1,k2=v2 (as OTEL_EXPORTER_OTLP_HEADERS)")
+        return value
+
+    @model_validator(mode="after")
+    def _installed(self) -> TracingSettings:
+        """Enabled needs the SDK and the protocol's exporter (check-config says so, too)."""
+        if not self.enabled:
+            return self
+        exporter = "grpc" if self.protocol == "grpc" else "http"
+        need = ("opentelemetry.sdk", f"opentelemetry.exporter.otlp.proto.{exporter}")
+        for module in need:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ModuleNotFoundError:
+                found = False
+            if not found:
+                extra = "the otel extra (pip install 'banditd[otel]')"
+                if exporter == "http":
+                    extra += " and opentelemetry-exporter-otlp-proto-http"
+                raise ValueError(f"tracing.enabled needs {extra}: {module} is not installed")
+        return self
+
+    def header_pairs(self) -> tuple[tuple[str, str], ...]:
+        """headers as (name, value) pairs, values percent-decoded as OTEL_* headers are."""
+        pairs = []
+        for item in filter(None, (i.strip() for i in self.headers.split(","))):
+            name, _, value = item.partition("=")
+            pairs.append((name.strip().lower(), urllib.parse.unquote(value.strip())))
+        return tuple(pairs)
+
+
 # --- store.redis (shared state; docs/redis.md) ----------------------------------------------
 class RedisSettings(_Section):
     """Where the shared state lives: one Redis, or a Redis Cluster (cluster = true)."""
@@ -602,6 +669,7 @@ class Settings(BaseSettings):
     policies: dict[str, PolicySettings] = Field(default_factory=dict)
     text_encoder: TextEncoderSettings = TextEncoderSettings()  # docs/features.md
     auth: AuthSettings = AuthSettings()  # docs/security.md
+    tracing: TracingSettings = TracingSettings()  # docs/deploy.md, "Traces"
 
     @model_validator(mode="after")
     def _admin_is_guarded(self) -> Settings:

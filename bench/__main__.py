@@ -27,7 +27,7 @@ from bench import machine  # noqa: E402
 from bench.launcher import ROOT  # noqa: E402
 from bench.table import show  # noqa: E402
 
-SECTIONS = ("core", "grpc", "extractor", "redis")
+SECTIONS = ("core", "grpc", "tracing", "extractor", "redis")
 OPTIONAL = frozenset({"extractor", "redis"})
 
 

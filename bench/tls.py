@@ -129,11 +129,12 @@ def _values(runs: Runs, name: str, mode: str, key: str) -> list[float]:
     return [float(run[key]) for run in runs[name][mode]]  # type: ignore[arg-type]
 
 
-def ratios(runs: Runs) -> list[dict[str, object]]:
-    """Per compared pair: ratios of medians (round trips/s, server CPU per round trip), the
-    rates' ratio paired within each repeat (median, min, max), and the extra CPU µs per rt."""
+def ratios(runs: Runs, pairs: Sequence[tuple[str, str]] = COMPARED) -> list[dict[str, object]]:
+    """Per compared pair (row, over row): ratios of medians (round trips/s, server CPU per
+    round trip), the rates' ratio paired within each repeat (median, min, max), and the extra
+    CPU µs per rt. (bench/tracing.py compares its rows with the same arithmetic.)"""
     rows: list[dict[str, object]] = []
-    for name, base in COMPARED:
+    for name, base in pairs:
         if name not in runs or base not in runs:
             continue
         row: dict[str, object] = {"pair": f"{name} / {base}"}
@@ -155,7 +156,7 @@ def ratios(runs: Runs) -> list[dict[str, object]]:
     return rows
 
 
-def show_ratios(rows: Sequence[Mapping[str, object]], inflight: int) -> None:
+def show_ratios(rows: Sequence[Mapping[str, object]], inflight: int, title: str = "") -> None:
     def pct(value: object) -> str:
         return f"{100 * float(value):.0f}%"  # type: ignore[arg-type]
 
@@ -180,7 +181,8 @@ def show_ratios(rows: Sequence[Mapping[str, object]], inflight: int) -> None:
         })  # fmt: skip
     show(
         table,
-        "TLS vs plaintext, same run (ratios of medians; paired: median (min..max) of the ratio"
+        title
+        or "TLS vs plaintext, same run (ratios of medians; paired: median (min..max) of the ratio"
         f" within each repeat; CPU: the server's per round trip; one {KEYS} handshake per client"
         " run)",
     )

@@ -14,37 +14,54 @@ Two tokenisers:
   any BERT-style encoder taking input_ids / attention_mask / token_type_ids works.
 Outputs: rank 3 [B,T,E] is mean-pooled over the attention mask; rank 2 [B,E] is used as is;
 either way the result is L2-normalised.
+
+onnxruntime is imported by the first encoder built (`_onnxruntime`), not by this module: a
+daemon whose policies are numeric-only never loads it. Its telemetry events are switched off
+before the first session is created.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from banditd.errors import ConfigError, FailedPreconditionError
 from banditd.features import ngram
 from banditd.features.ngram import NgramTokenizer
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 EncoderKind = Literal["ngram", "minilm"]
 Inputs = dict[str, npt.NDArray[np.int64]]
 Tokenize = Callable[[Sequence[str]], Inputs]
 FEEDABLE = ("input_ids", "attention_mask", "token_type_ids")
 _BUCKET_RATIO = 1.25  # a run's longest text is at most 1.25x + 8 tokens its shortest
-_ORT_ERRORS: tuple[type[Exception], ...] = tuple(
-    getattr(ort_state, name)
-    for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile",
-                 "NoModel", "RuntimeException", "NotImplemented", "EPFail", "EngineError")
-    if hasattr(ort_state, name)
+_ORT_ERROR_NAMES = (
+    "Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NoModel",
+    "RuntimeException", "NotImplemented", "EPFail", "EngineError",
 )  # fmt: skip
+
+
+@functools.cache
+def _onnxruntime() -> tuple[ModuleType, tuple[type[Exception], ...]]:
+    """onnxruntime with its telemetry events off, and the errors it raises (imported once, on
+    first use: numeric-only configs never pay for it)."""
+    import onnxruntime
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    onnxruntime.disable_telemetry_events()
+    errors = tuple(getattr(state, name) for name in _ORT_ERROR_NAMES if hasattr(state, name))
+    return onnxruntime, errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +163,7 @@ class OnnxTextEncoder:
         # our memory for the session's life, so the encoder keeps the array.
         packaged = options.kind == "ngram" and not options.model_path
         self._initializers = {ngram.TABLE: ngram.table()} if packaged else {}
+        self._errors = _onnxruntime()[1]
         self._session = self._load(model, options, self._initializers)
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         model_hash = self._packaged_hash(meta) if packaged else file_sha256(model)
@@ -203,6 +221,7 @@ class OnnxTextEncoder:
     def _load(
         model: Path, options: EncoderOptions, initializers: Mapping[str, npt.NDArray[np.float32]]
     ) -> ort.InferenceSession:
+        ort, errors = _onnxruntime()
         available = ort.get_available_providers()
         missing = [p for p in options.providers if p not in available]
         if missing or not options.providers:
@@ -222,7 +241,7 @@ class OnnxTextEncoder:
             )
         try:
             return ort.InferenceSession(str(model), so, providers=list(options.providers))
-        except _ORT_ERRORS as exc:
+        except errors as exc:
             raise ConfigError(f"cannot load ONNX model {model}: {exc}") from exc
 
     def _check_inputs(self, model: Path) -> tuple[str, ...]:
@@ -272,7 +291,7 @@ class OnnxTextEncoder:
         feeds: Mapping[str, npt.NDArray[np.int64]] = {k: inputs[k] for k in self._feeds}
         try:
             (out,) = self._session.run([self._output], dict(feeds))
-        except _ORT_ERRORS as exc:
+        except self._errors as exc:
             raise FailedPreconditionError(f"text encoder {self.model_path} failed: {exc}") from exc
         out = np.asarray(out, dtype=np.float32)
         if self._pool:

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 import numpy as np
@@ -53,6 +54,11 @@ from banditd.state.memory_store import InMemoryModelStore
 from banditd.state.redis_admin import RedisAdmin
 from banditd.state.redis_store import RedisModelStore, RedisStoreParams
 from banditd.types import FeatureExtractor, ModelStore
+
+if TYPE_CHECKING:  # the otel extra: imported at run time only when tracing is enabled
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from banditd.server.tracing import Tracing
 
 log = structlog.get_logger("banditd.server")
 
@@ -208,6 +214,7 @@ class Daemon:
     encoders: dict[EncoderOptions, BatchingEncoder] = field(default_factory=dict)
     # "admin" (server.admin_listen), "health" (server.health_listen): (server, port)
     listeners: dict[str, tuple[grpc.aio.Server, int]] = field(default_factory=dict)
+    tracing: Tracing | None = None  # [tracing] enabled: its spans are flushed on stop
     _exported: dict[str, int] = field(default_factory=dict)
     status: HealthStatus = field(init=False)
 
@@ -251,6 +258,8 @@ class Daemon:
         for encoder in self.encoders.values():
             encoder.close()
         await self.store.close()
+        if self.tracing is not None:  # last: the final sweep's spans go out too
+            await asyncio.to_thread(self.tracing.shutdown)
 
     async def drain(self, budget_s: float) -> float:
         """Serve on until no RPC has been answered for `drain_idle_s`, at most `budget_s`.
@@ -388,10 +397,37 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
         log.warning("server.task_failed", task=task.get_name(), error=repr(exc))
 
 
+def start_tracing(settings: Settings, exporter: SpanExporter | None = None) -> Tracing | None:
+    """The daemon's tracer provider when [tracing] is enabled, else None (and OpenTelemetry is
+    not imported). `exporter` replaces OTLP (tests pass an in-memory span exporter)."""
+    t = settings.tracing
+    if not t.enabled:
+        return None
+    from banditd.server import tracing  # the otel extra (checked installed by TracingSettings)
+
+    options = tracing.TracingOptions(
+        t.endpoint, t.protocol, t.service_name, t.sample_ratio, t.header_pairs()
+    )
+    log.info("tracing.started", protocol=t.protocol, endpoint=t.endpoint or "(OTEL_* env)",
+             sample_ratio=t.sample_ratio)  # fmt: skip
+    return tracing.Tracing(options, exporter)
+
+
 def build_daemon(
-    settings: Settings, store: ModelStore | None = None, clock: SystemClock | None = None
+    settings: Settings,
+    store: ModelStore | None = None,
+    clock: SystemClock | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> Daemon:
+    """Everything `serve` runs, not started. `span_exporter` (with [tracing] enabled) takes the
+    spans instead of OTLP: tests read them from an in-memory exporter."""
     store = store if store is not None else build_store(settings)
+    # Tracing wraps things here, once (not a flag the handlers test): the Router's view of a
+    # Redis store, and the Router service of each listener.
+    tracer = start_tracing(settings, span_exporter)
+    traced_store = store
+    if tracer is not None and isinstance(store, RedisModelStore):
+        traced_store = tracer.store(store, "redis")
     trace = None
     if settings.trace_path:  # created 0600, rotated and redacted per settings.trace_*
         trace = JsonlTraceWriter(Path(settings.trace_path), settings.trace_options())
@@ -402,7 +438,7 @@ def build_daemon(
     router = Router(
         settings.policy_configs(),
         extractor_factory(settings, encoders),
-        store,
+        traced_store,
         clock or SystemClock(),
         np.random.default_rng(settings.seed),
         trace=trace,
@@ -429,8 +465,11 @@ def build_daemon(
         guard = Guard(server, metrics, authorizer)
         names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
         if router_here:
-            guard.add(pb_grpc.add_RouterServicer_to_server, RouterService(
-                router, metrics, pager, server_settings.feedback_batch_max))  # fmt: skip
+            service = RouterService(router, metrics, pager, server_settings.feedback_batch_max)
+            guard.add(
+                pb_grpc.add_RouterServicer_to_server,
+                service if tracer is None else tracer.router_service(service),
+            )
             names.append(SERVICE_NAME)
         if admin_here:
             guard.add(apb_grpc.add_AdminServicer_to_server, admin, audit=ADMIN_SERVICE_NAME)
@@ -455,7 +494,7 @@ def build_daemon(
         extra["health"] = (probes, bind(probes, server_settings.health_listen, None))
     return Daemon(
         settings, router, store, metrics, server, health_servicer, port, trace,
-        pager=pager, encoders=encoders, listeners=extra,
+        pager=pager, encoders=encoders, listeners=extra, tracing=tracer,
     )  # fmt: skip
 
 
@@ -510,19 +549,26 @@ def log_memory_budget(settings: Settings) -> None:
                  limit_mib=limit and round(limit / (1 << 20)))  # fmt: skip
 
 
+def start_metrics(settings: Settings, metrics: Metrics) -> WSGIServer | None:
+    """/metrics on server.metrics_listen (TLS with server.metrics_tls) in a daemon thread, or
+    None when it is ''. The caller reads the port from `.server_port` (0 binds a free one)."""
+    if not settings.server.metrics_listen:
+        return None
+    host, _, port = settings.server.metrics_listen.rpartition(":")
+    tls = settings.server.tls if settings.server.metrics_tls else None
+    http_server, _thread = start_http_server(
+        int(port), addr=host.strip("[]") or "0.0.0.0", registry=metrics.registry,
+        certfile=tls.cert_file if tls else None, keyfile=tls.key_file if tls else None,
+    )  # fmt: skip
+    return http_server
+
+
 async def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM/SIGINT, then shut down gracefully."""
     log_memory_budget(settings)
     daemon = build_daemon(settings)
-    metrics_port = None
-    if settings.server.metrics_listen:
-        host, _, port = settings.server.metrics_listen.rpartition(":")
-        tls = settings.server.tls if settings.server.metrics_tls else None
-        http_server, _thread = start_http_server(
-            int(port), addr=host.strip("[]") or "0.0.0.0", registry=daemon.metrics.registry,
-            certfile=tls.cert_file if tls else None, keyfile=tls.key_file if tls else None,
-        )  # fmt: skip
-        metrics_port = http_server.server_port
+    metrics = start_metrics(settings, daemon.metrics)
+    metrics_port = metrics.server_port if metrics is not None else None
     await daemon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -15,7 +15,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -156,6 +163,12 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        # What prometheus_client's default registry has and ours (one per daemon) would not:
+        # process_* (resident/virtual memory, CPU seconds, open and max fds, start time; read
+        # from /proc at scrape time), python_gc_* (collections per generation: gen 2 pauses
+        # show in the latency tail) and python_info.
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=r)
         self.hot = HotStats()
         r.register(self.hot)
         self.pending = Gauge(

@@ -28,8 +28,15 @@ from tests.deploy.conftest import (
 # supported target. 1.37 is the newest schema kubernetes-validate ships.
 KUBE_VERSIONS = ("1.30", "1.37")
 # Custom resources: kubernetes-validate ships only the built-in schemas, so these are checked by
-# the tests below that read them (test_certificate_*), not against a schema.
-CUSTOM_KINDS = {("cert-manager.io/v1", "Certificate")}
+# the tests below that read them (test_certificate_*, test_podmonitor_*), not against a schema.
+CUSTOM_KINDS = {("cert-manager.io/v1", "Certificate"), ("monitoring.coreos.com/v1", "PodMonitor")}
+# The PodMonitor fields (monitoring.coreos.com/v1, prometheus-operator's API reference) the
+# overlays may use: a misspelt field fails here, as strict validation would fail a built-in kind.
+PODMONITOR_SPEC = {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel",
+                   "podTargetLabels", "sampleLimit"}  # fmt: skip
+POD_METRICS_ENDPOINT = {"port", "portNumber", "path", "scheme", "interval", "scrapeTimeout",
+                        "tlsConfig", "honorLabels", "relabelings", "metricRelabelings"}  # fmt: skip
+MONITORED = ("prod",)  # overlays that include deploy/components/podmonitor
 Docs = tuple[dict[str, Any], ...]
 
 
@@ -395,3 +402,60 @@ def test_dev_runs_redis_in_cluster_and_prod_does_not() -> None:
     routing = {"app.kubernetes.io/name": "llm-gateway"}
     assert rule["from"][0]["podSelector"]["matchLabels"] == routing
     assert not [d for d in render("prod") if d["kind"] == "StatefulSet"]
+
+
+def _podmonitor(overlay: str) -> dict[str, Any]:
+    return find(render(overlay), "PodMonitor", "banditd")
+
+
+@pytest.mark.parametrize("overlay", MONITORED)
+def test_podmonitor_uses_only_known_fields(overlay: str) -> None:
+    """No schema ships for PodMonitor: its fields are checked against the Operator's API here."""
+    monitor = _podmonitor(overlay)
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(monitor["spec"]) <= PODMONITOR_SPEC
+    assert monitor["spec"]["podMetricsEndpoints"]
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        assert set(endpoint) <= POD_METRICS_ENDPOINT
+
+
+@pytest.mark.parametrize("overlay", MONITORED)
+def test_podmonitor_selects_the_routing_pods_and_scrapes_the_metrics_port(overlay: str) -> None:
+    """Its selector matches the pod template's labels in the Deployment's namespace, and each
+    endpoint names a port of the banditd container: the one /metrics listens on, plain http
+    unless server.metrics_tls, admitted by the NetworkPolicy from the monitoring namespace."""
+    docs = render(overlay)
+    monitor = _podmonitor(overlay)
+    deployment = find(docs, "Deployment", "llm-gateway")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert "matchExpressions" not in monitor["spec"]["selector"]
+    if "namespaceSelector" in monitor["spec"]:
+        names = monitor["spec"]["namespaceSelector"]["matchNames"]
+        assert deployment["metadata"]["namespace"] in names
+    else:  # a PodMonitor selects pods in its own namespace
+        assert monitor["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    server = _config(docs)["server"]
+    ports = {p["name"]: p["containerPort"] for p in sidecar(docs)["ports"]}
+    policy = find(docs, "NetworkPolicy", "llm-gateway")["spec"]
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        assert endpoint["port"] in ports, f"no container port named {endpoint['port']!r}"
+        assert ports[endpoint["port"]] == _port(server["metrics_listen"])
+        assert _wildcard(server["metrics_listen"])  # the scrape comes to the pod IP
+        assert endpoint.get("path", "/metrics") == "/metrics"
+        scheme = "https" if server.get("metrics_tls") else "http"
+        assert endpoint.get("scheme", "http") == scheme
+        admitted = [
+            rule for rule in policy["ingress"]
+            if ports[endpoint["port"]] in {p["port"] for p in rule["ports"]}
+        ]  # fmt: skip
+        assert [
+            peer["namespaceSelector"]["matchLabels"] for r in admitted for peer in r["from"]
+        ] == [{"kubernetes.io/metadata.name": "monitoring"}]
+
+
+def test_podmonitor_is_only_where_the_operator_is_assumed() -> None:
+    """dev (a kind cluster, usually without the Operator's CRDs) has none; prod has one."""
+    for overlay in OVERLAYS:
+        kinds = [d["kind"] for d in render(overlay)]
+        assert kinds.count("PodMonitor") == (1 if overlay in MONITORED else 0), overlay

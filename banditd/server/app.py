@@ -34,7 +34,7 @@ from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.cache.pager import Pager
 from banditd.cache.residency import InMemoryResidencyStore
 from banditd.config import Settings
-from banditd.errors import StateUnavailableError
+from banditd.errors import ConfigError, StateUnavailableError
 from banditd.features.batcher import BatchingEncoder
 from banditd.features.encoder import EncoderOptions, OnnxTextEncoder
 from banditd.features.pipeline import PipelineExtractor
@@ -46,6 +46,7 @@ from banditd.server.auth import Authorizer
 from banditd.server.guard import Guard
 from banditd.server.health_status import HealthStatus
 from banditd.server.metrics import Count, Counts, Metrics
+from banditd.server.preflight import check_files, check_listen, listen_error
 from banditd.server.service import RouterService
 from banditd.server.tls import TLSFiles, server_credentials
 from banditd.sim.traces import JsonlTraceWriter
@@ -101,13 +102,17 @@ def extractor_factory(
                 policy.clip_out_of_range,
             )  # fmt: skip
         text = features.text
+        try:
+            encoder = None if text is None else encoder_for(
+                settings.text_encoder.encoder_options(text))  # fmt: skip
+        except ConfigError as exc:  # name the setting: the encoder knows only its files
+            section = f"policies.{policy.name}" if declared else "policy_template"
+            raise ConfigError(f"{section}.features.text: {exc}") from None
         return PipelineExtractor(
             policy.numeric,
             features.categorical_features(),
             text=None if text is None else text.to_feature(),
-            encoder=(
-                None if text is None else encoder_for(settings.text_encoder.encoder_options(text))
-            ),
+            encoder=encoder,
             allow_unknown=policy.allow_unknown_features,
             max_abs_z=policy.max_abs_z,
             clip=policy.clip_out_of_range,
@@ -413,6 +418,45 @@ def start_tracing(settings: Settings, exporter: SpanExporter | None = None) -> T
     return tracing.Tracing(options, exporter)
 
 
+def build_router(
+    settings: Settings,
+    store: ModelStore,
+    clock: SystemClock,
+    trace: JsonlTraceWriter | None,
+    encoders: dict[EncoderOptions, BatchingEncoder],
+) -> tuple[Router, Pager | None]:
+    """The Router with its policies, their feature extractors (text encoders loaded into
+    `encoders`) and the adapter pager. ConfigError if a policy cannot be built."""
+    template = settings.policy_template.to_config("template")
+    paging = settings.paging_configs()  # docs/paging.md: residency is in process for now
+    pager = Pager(paging, InMemoryResidencyStore()) if paging else None
+    router = Router(
+        settings.policy_configs(),
+        extractor_factory(settings, encoders),
+        store,
+        clock,
+        np.random.default_rng(settings.seed),
+        trace=trace,
+        template=template if settings.auto_create_policies else None,
+        pager=pager,
+        max_auto_policies=settings.max_auto_policies,
+    )
+    return router, pager
+
+
+def check_startup(settings: Settings) -> None:
+    """Everything `serve` refuses at start, short of listening and reaching Redis (runtime
+    conditions): the files the config names, and the policies built as serve builds them
+    (text encoders loaded, then closed). Writes nothing. `banditd check-config` runs it."""
+    check_files(settings)
+    encoders: dict[EncoderOptions, BatchingEncoder] = {}
+    try:
+        build_router(settings, InMemoryModelStore(), SystemClock(), None, encoders)
+    finally:
+        for encoder in encoders.values():
+            encoder.close()
+
+
 def build_daemon(
     settings: Settings,
     store: ModelStore | None = None,
@@ -421,6 +465,7 @@ def build_daemon(
 ) -> Daemon:
     """Everything `serve` runs, not started. `span_exporter` (with [tracing] enabled) takes the
     spans instead of OTLP: tests read them from an in-memory exporter."""
+    check_files(settings)  # as check-config does; then the parts that read them cannot fail
     store = store if store is not None else build_store(settings)
     # Tracing wraps things here, once (not a flag the handlers test): the Router's view of a
     # Redis store, and the Router service of each listener.
@@ -431,21 +476,8 @@ def build_daemon(
     trace = None
     if settings.trace_path:  # created 0600, rotated and redacted per settings.trace_*
         trace = JsonlTraceWriter(Path(settings.trace_path), settings.trace_options())
-    template = settings.policy_template.to_config("template")
-    paging = settings.paging_configs()  # docs/paging.md: residency is in process for now
-    pager = Pager(paging, InMemoryResidencyStore()) if paging else None
     encoders: dict[EncoderOptions, BatchingEncoder] = {}
-    router = Router(
-        settings.policy_configs(),
-        extractor_factory(settings, encoders),
-        traced_store,
-        clock or SystemClock(),
-        np.random.default_rng(settings.seed),
-        trace=trace,
-        template=template if settings.auto_create_policies else None,
-        pager=pager,
-        max_auto_policies=settings.max_auto_policies,
-    )
+    router, pager = build_router(settings, traced_store, clock or SystemClock(), trace, encoders)
     metrics = Metrics()
     metrics.registry.register(Counts(lambda: guard_counts(router, store)))
     server_settings = settings.server
@@ -458,7 +490,9 @@ def build_daemon(
     admin = AdminService(router, store, RedisAdmin(store) if isinstance(store, RedisModelStore)
                          else None)  # fmt: skip
 
-    def listener(address: str, admin_here: bool, router_here: bool) -> tuple[grpc.aio.Server, int]:
+    def listener(
+        address: str, setting: str, admin_here: bool, router_here: bool
+    ) -> tuple[grpc.aio.Server, int]:
         """A server on `address`: every service through the guard (bad bytes are
         INVALID_ARGUMENT, a bug INTERNAL, callers checked), health on each."""
         server = new_server(settings)
@@ -482,16 +516,19 @@ def build_daemon(
         # Credentials of their own per listener: grpc asks a dynamic credential's fetcher for
         # its first certificate once, so a second port on the same object would get none.
         credentials = server_credentials(files) if t.enabled else None
-        return server, bind(server, address, credentials)
+        return server, bind(server, address, credentials, setting)
 
-    server, port = listener(server_settings.listen, not server_settings.admin_listen, True)
+    server, port = listener(
+        server_settings.listen, "server.listen", not server_settings.admin_listen, True
+    )
     extra: dict[str, tuple[grpc.aio.Server, int]] = {}
     if server_settings.admin_listen:
-        extra["admin"] = listener(server_settings.admin_listen, True, False)
+        extra["admin"] = listener(server_settings.admin_listen, "server.admin_listen", True, False)
     if server_settings.health_listen:  # plaintext, health only (kubelet probes speak no TLS)
         probes = new_server(settings)
         Guard(probes, metrics).add(health_pb2_grpc.add_HealthServicer_to_server, health_servicer)
-        extra["health"] = (probes, bind(probes, server_settings.health_listen, None))
+        address = server_settings.health_listen
+        extra["health"] = (probes, bind(probes, address, None, "server.health_listen"))
     return Daemon(
         settings, router, store, metrics, server, health_servicer, port, trace,
         pager=pager, encoders=encoders, listeners=extra, tracing=tracer,
@@ -509,14 +546,24 @@ def new_server(settings: Settings) -> grpc.aio.Server:
     )
 
 
-def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-    """Listen on `address` (TLS with `credentials`); the port (0 for a Unix socket)."""
-    if credentials is not None:
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+def bind(
+    server: grpc.aio.Server,
+    address: str,
+    credentials: grpc.ServerCredentials | None,
+    setting: str = "server.listen",
+) -> int:
+    """Listen on `address` (TLS with `credentials`); the port (0 for a Unix socket).
+    ListenError, naming `setting`, if it cannot."""
+    check_listen(address, setting)
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's "Failed to bind to address"; check_listen found no reason
+        raise listen_error(address, setting) from None
     if port == 0 and not address.startswith("unix:"):
-        raise OSError(f"cannot listen on {address}")
+        raise listen_error(address, setting)
     return port
 
 
@@ -551,15 +598,19 @@ def log_memory_budget(settings: Settings) -> None:
 
 def start_metrics(settings: Settings, metrics: Metrics) -> WSGIServer | None:
     """/metrics on server.metrics_listen (TLS with server.metrics_tls) in a daemon thread, or
-    None when it is ''. The caller reads the port from `.server_port` (0 binds a free one)."""
+    None when it is ''. The caller reads the port from `.server_port` (0 binds a free one).
+    ListenError if the address cannot be bound."""
     if not settings.server.metrics_listen:
         return None
     host, _, port = settings.server.metrics_listen.rpartition(":")
     tls = settings.server.tls if settings.server.metrics_tls else None
-    http_server, _thread = start_http_server(
-        int(port), addr=host.strip("[]") or "0.0.0.0", registry=metrics.registry,
-        certfile=tls.cert_file if tls else None, keyfile=tls.key_file if tls else None,
-    )  # fmt: skip
+    try:
+        http_server, _thread = start_http_server(
+            int(port), addr=host.strip("[]") or "0.0.0.0", registry=metrics.registry,
+            certfile=tls.cert_file if tls else None, keyfile=tls.key_file if tls else None,
+        )  # fmt: skip
+    except OSError as exc:
+        raise listen_error(settings.server.metrics_listen, "server.metrics_listen", exc) from None
     return http_server
 
 

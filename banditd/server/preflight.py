@@ -38,10 +38,10 @@ def check_files(settings: Settings) -> None:
                  "tls_ca_file": r.tls_ca_file}  # fmt: skip
         _check_tls("store.redis", names, server=False)
     Authorizer.from_config(settings.callers(), settings.auth.tokens_file)
-    if settings.trace_path:  # opened for appending (created 0600) in an existing directory
-        _check_writable(Path(settings.trace_path), "trace_path", make_parents=False)
+    if settings.trace_path:  # appended to (created 0600, its directories made as needed)
+        _check_writable(Path(settings.trace_path), "trace_path")
     if settings.store.backend == "redis" and r.spill_path:  # read at start, written at stop
-        _check_writable(Path(r.spill_path), "store.redis.spill_path", make_parents=True)
+        _check_writable(Path(r.spill_path), "store.redis.spill_path")
 
 
 def _check_tls(section: str, files: dict[str, str], server: bool) -> None:
@@ -72,7 +72,8 @@ def _check_tls(section: str, files: dict[str, str], server: bool) -> None:
             ) from None
 
 
-def _check_writable(path: Path, setting: str, make_parents: bool) -> None:
+def _check_writable(path: Path, setting: str) -> None:
+    """`path` can be read and appended to, or created with the directories it lacks."""
     if path.is_dir():
         raise ConfigError(f"{setting} {path} is a directory, not a file")
     if path.exists():
@@ -82,10 +83,10 @@ def _check_writable(path: Path, setting: str, make_parents: bool) -> None:
             raise ConfigError(f"{setting} {path}: permission denied (need read and write)")
         return
     directory = path.parent
-    while make_parents and not directory.exists() and directory != directory.parent:
+    while not directory.exists() and directory != directory.parent:
         directory = directory.parent
     if not directory.is_dir():
-        raise ConfigError(f"{setting} {path}: directory {directory} does not exist")
+        raise ConfigError(f"{setting} {path}: {directory} is not a directory")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ConfigError(f"{setting} {path}: cannot create files in {directory}")
 

@@ -370,7 +370,7 @@ async def test_a_pool_busy_for_timeout_s_answers_unavailable_and_is_counted(redi
         # never the default ports
         {"server": {"listen": "127.0.0.1:0", "metrics_listen": "", "admin_listen": ""},
          "store": {"backend": "redis",
-                   "redis": {"url": redis_url, "timeout_s": 0.05, "max_connections": 2}}}
+                   "redis": {"url": redis_url, "timeout_s": 1.0, "max_connections": 2}}}
     )  # fmt: skip
     daemon = build_daemon(settings)
     store = daemon.store

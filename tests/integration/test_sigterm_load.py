@@ -5,7 +5,8 @@ soon as the last one answers), SIGTERM arrives, the workers start nothing new, a
 that was in flight must come back OK. Before the drain fix, grpc.aio's server.stop() cancelled
 the calls its transport had received but no handler had picked up yet: 53-59 of the 64
 came back CANCELLED. drain_delay_s is 0 here (the default), so nothing but the drain saves
-them.
+them. drain_idle_s is 2 s (the default is 0.25 s), so a pause of a loaded machine is not taken
+for the end of the traffic.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ metrics_listen = ""
 admin_listen = ""
 grace_s = {GRACE_S}
 drain_delay_s = 0
+drain_idle_s = 2
 {store}
 [policies.chat]
 arms = ["a", "b", "c"]
@@ -93,6 +95,7 @@ async def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         redis, redis_port = start_redis(tmp_path)
         store = (
             f'[store]\nbackend = "redis"\n[store.redis]\nurl = "redis://127.0.0.1:{redis_port}/0"'
+            "\ntimeout_s = 5"  # the drain is under test, not Redis latency on a loaded machine
         )
     proc = None
     try:  # nothing started here outlives the test, whatever fails

@@ -15,7 +15,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
@@ -426,13 +426,17 @@ def build_router(
     encoders: dict[EncoderOptions, BatchingEncoder],
 ) -> tuple[Router, Pager | None]:
     """The Router with its policies, their feature extractors (text encoders loaded into
-    `encoders`) and the adapter pager. ConfigError if a policy cannot be built."""
+    `encoders`, the template's too if policies are auto-created) and the adapter pager.
+    ConfigError if a policy cannot be built."""
     template = settings.policy_template.to_config("template")
     paging = settings.paging_configs()  # docs/paging.md: residency is in process for now
     pager = Pager(paging, InMemoryResidencyStore()) if paging else None
+    extractor_for = extractor_factory(settings, encoders)
+    if settings.auto_create_policies:  # its text encoder, now rather than at the first Route
+        extractor_for(replace(template, name="(policy_template)"))
     router = Router(
         settings.policy_configs(),
-        extractor_factory(settings, encoders),
+        extractor_for,
         store,
         clock,
         np.random.default_rng(settings.seed),

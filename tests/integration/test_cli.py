@@ -146,6 +146,19 @@ def test_a_text_policy_whose_model_is_missing_or_broken_is_refused(
 
 
 @pytest.mark.parametrize("command", ["serve", "check-config"])
+def test_a_policy_template_whose_model_is_missing_is_refused_at_start(
+    tmp_path: Path, command: str
+) -> None:
+    """With auto_create_policies, the template's encoder is loaded at start too, so a missing
+    model is found there and not by the first Route naming a new policy."""
+    missing = tmp_path / "missing.onnx"
+    flags = ["--auto_create_policies", "true", "--policy_template.features.text",
+             f'{{"model_path": "{missing}"}}']  # fmt: skip
+    done = banditd(command, *QUIET_PORTS, *flags, cwd=tmp_path)
+    assert_refused(done, f"policy_template.features.text: text encoder model file {missing}")
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config"])
 def test_bad_tls_and_tokens_files_are_refused(tmp_path: Path, command: str) -> None:
     """A missing certificate, a key that is not the certificate's, a CA file that holds no
     certificate, and a tokens file naming no configured caller."""

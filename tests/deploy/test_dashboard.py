@@ -3,6 +3,7 @@ queries no series the daemon does not export."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import urllib.request
@@ -45,15 +46,23 @@ def exported() -> dict[str, set[str]]:
     settings = daemon_settings()
     settings = daemon_settings(server={**settings.server.model_dump(),
                                        "metrics_listen": "127.0.0.1:0"})  # fmt: skip
-    daemon = build_daemon(settings)
-    http = start_metrics(settings, daemon.metrics)
-    assert http is not None
-    try:
-        url = f"http://127.0.0.1:{http.server_port}/metrics"
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-    finally:
-        http.shutdown()
-        http.server_close()
+
+    async def scrape() -> str:
+        # In a loop of its own: grpc.aio servers need one, and a sync fixture has none once an
+        # async test before it has run (the suite order made this fail in `make test`).
+        daemon = build_daemon(settings)
+        http = start_metrics(settings, daemon.metrics)
+        assert http is not None
+        try:
+            url = f"http://127.0.0.1:{http.server_port}/metrics"
+            with await asyncio.to_thread(urllib.request.urlopen, url, timeout=5) as reply:
+                return str(reply.read().decode())
+        finally:
+            http.shutdown()
+            http.server_close()
+            await daemon.stop(grace_s=0)
+
+    text = asyncio.run(scrape())
     families = {
         family.name: {family.name + suffix for suffix in SUFFIXES[family.type]}
         for family in text_string_to_metric_families(text)

@@ -146,14 +146,16 @@ def _masked(value: object, key: str = "") -> object:
     return value
 
 
-def memory_report(parts: dict[str, int | None]) -> str:
-    """One line: the worst-case memory the bounds allow, by part (banditd/sizing.py)."""
+def memory_report(parts: dict[str, int | None], workers: int = 1) -> str:
+    """One line: the worst-case memory the bounds allow, by part (banditd/sizing.py); with
+    worker processes, per worker (the supervisor adds its own, about 70 MiB)."""
 
     def mib(v: int | None) -> str:
         return "unbounded" if v is None else f"{v / (1 << 20):.0f} MiB"
 
     detail = ", ".join(f"{k} {mib(v)}" for k, v in parts.items() if k != "total")
-    return f"# worst-case memory: {mib(parts['total'])} ({detail})"
+    each = f" per worker x {workers} workers" if workers > 1 else ""
+    return f"# worst-case memory: {mib(parts['total'])}{each} ({detail})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,13 +173,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings(args.config, flags)
     if settings is None:
         return 2
-    if args.command == "check-config":
-        print(json.dumps(_masked(settings.model_dump(mode="json")), indent=2, sort_keys=True))
-        print(memory_report(settings.memory_estimate()), file=sys.stderr)
-        return 0
+    from banditd.errors import ConfigError
+    from banditd.server.workers import worker_count
+
+    try:
+        workers = worker_count(settings)
+        if args.command == "check-config":
+            print(json.dumps(_masked(settings.model_dump(mode="json")), indent=2, sort_keys=True))
+            print(memory_report(settings.memory_estimate(), workers), file=sys.stderr)
+            return 0
+        return _serve(settings, workers)
+    except ConfigError as exc:  # what serve refuses at start, in one line
+        print(f"banditd: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(settings: Settings, workers: int) -> int:
     from banditd.logs import configure_logging
-    from banditd.server.app import serve
 
     configure_logging(settings.log_level, settings.log_format)
+    if workers > 1:  # docs/deploy.md, "Worker processes"
+        from banditd.server.supervisor import Supervisor
+
+        return Supervisor(settings, workers).run()
+    from banditd.server.app import serve
+
     asyncio.run(serve(settings))
     return 0

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import hmac
 import json
 import math
@@ -283,8 +284,43 @@ def _finite(value: object) -> object:
     return value
 
 
+def trace_files(path: Path) -> list[Path]:
+    """The files of the trace configured as `path`: the file itself and, if worker processes
+    wrote it (server.workers > 1), each worker's `<path>.w<i>`, in worker order. Rotated files
+    (`<path>.1`, `<path>.w0.1`, ...) are not included: read them by name."""
+    prefix = path.name + ".w"
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        names = []
+    workers = sorted(
+        (int(name[len(prefix) :]), name)
+        for name in names
+        if name.startswith(prefix) and name[len(prefix) :].isascii()
+        and name[len(prefix) :].isdigit()
+    )  # fmt: skip
+    files = [path.with_name(name) for _, name in workers]
+    return [path, *files] if path.exists() or not files else files
+
+
 def read_trace(path: Path) -> Iterator[dict[str, object]]:
-    """Stream a trace's records (constant memory; large traces are fine)."""
+    """Stream a trace's records (constant memory; large traces are fine). A trace that worker
+    processes wrote (one file per worker, `trace_files`) is read as one: the files' records
+    merged in time order (`t`), so a reward that reached another worker than its decision
+    still follows it."""
+    files = trace_files(path)
+    if len(files) == 1:
+        yield from _read_file(files[0])
+    else:
+        yield from heapq.merge(*(_read_file(f) for f in files), key=_time)
+
+
+def _time(record: dict[str, object]) -> float:
+    t = record.get("t")
+    return float(t) if isinstance(t, int | float) else 0.0
+
+
+def _read_file(path: Path) -> Iterator[dict[str, object]]:
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             line = line.strip()

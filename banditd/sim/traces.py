@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 TraceContext = Literal["full", "hash", "drop"]
+SETTLING = frozenset({"applied", "defaulted", "dropped"})  # outcomes that end a decision
 
 
 class RedactedTraceError(ValueError):
@@ -342,12 +343,29 @@ def logged_rows(
     row = (x, index of the logged arm, reward, logged propensity). Streams the trace; keeps
     only pending decisions in memory. Decisions never settled, or settled without a reward
     (dropped), are left out. `arms` fixes the arm order (others are appended as first seen).
-    A decision without x (written with trace_context = "drop") is a RedactedTraceError."""
+    A decision without x (written with trace_context = "drop") is a RedactedTraceError.
+
+    Only the outcome that settled a decision (applied, defaulted, dropped) joins it, whatever
+    the order: in a trace of several worker files (`read_trace`) a duplicate's record can come
+    before the applied one, and an outcome before its decision (a decision's `t` is its
+    Route's start, written when the Route ends)."""
     order = list(arms)
     index = {a: i for i, a in enumerate(order)}
     pending: dict[str, tuple[list[float], str, float]] = {}
+    early: dict[str, object] = {}  # settling outcomes of this policy read before the decision
     rows: list[tuple[list[float], int, float, float]] = []
+
+    def join(decision: tuple[list[float], str, float], reward: object) -> None:
+        if reward is None:
+            return
+        x, arm, propensity = decision
+        if arm not in index:
+            index[arm] = len(order)
+            order.append(arm)
+        rows.append((x, index[arm], float(reward), propensity))  # type: ignore[arg-type]
+
     for record in read_trace(path):
+        decision_id = str(record["decision_id"])
         if record["type"] == "decision":
             if record["policy"] != policy:
                 continue
@@ -357,17 +375,17 @@ def logged_rows(
                     f" (traced with trace_context = {record.get('redacted', '?')!r})"
                 )
             x = [float(v) for v in record["x"]]  # type: ignore[attr-defined]
-            pending[str(record["decision_id"])] = (
-                x, str(record["arm"]), float(record["propensity"]),  # type: ignore[arg-type]
-            )  # fmt: skip
+            decision = (x, str(record["arm"]), float(record["propensity"]))  # type: ignore[arg-type]
+            if decision_id in early:
+                join(decision, early.pop(decision_id))
+            else:
+                pending[decision_id] = decision
             continue
-        got = pending.pop(str(record["decision_id"]), None)
-        reward = record.get("reward")
-        if got is None or reward is None:
+        if record.get("outcome") not in SETTLING:
             continue
-        x, arm, propensity = got
-        if arm not in index:
-            index[arm] = len(order)
-            order.append(arm)
-        rows.append((x, index[arm], float(reward), propensity))  # type: ignore[arg-type]
+        got = pending.pop(decision_id, None)
+        if got is not None:
+            join(got, record.get("reward"))
+        elif decision_id.startswith(policy + ":"):
+            early[decision_id] = record.get("reward")
     return order, rows

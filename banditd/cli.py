@@ -148,7 +148,7 @@ def _masked(value: object, key: str = "") -> object:
 
 def memory_report(parts: dict[str, int | None], workers: int = 1) -> str:
     """One line: the worst-case memory the bounds allow, by part (banditd/sizing.py); with
-    worker processes, per worker (the supervisor adds its own, about 70 MiB)."""
+    worker processes, per worker (the supervisor adds its own: workers.SUPERVISOR_BYTES)."""
 
     def mib(v: int | None) -> str:
         return "unbounded" if v is None else f"{v / (1 << 20):.0f} MiB"

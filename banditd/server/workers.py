@@ -36,9 +36,12 @@ from pathlib import Path
 
 from banditd.config import Settings
 from banditd.errors import ConfigError
-from banditd.server.cgroup import usable_cpus
+from banditd.server.cgroup import memory_limit, usable_cpus
 
 _WORKER_FILE = re.compile(r"\.w(\d+)")  # the suffix of a worker's trace or spill file
+# The supervisor's own memory: Python, pydantic, numpy (config), prometheus-client, structlog.
+# Measured 73-75 MiB RSS (docs/deploy.md, "Worker processes").
+SUPERVISOR_BYTES = 80 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +61,29 @@ def worker_path(path: str, index: int) -> str:
 
 
 # -- how many -------------------------------------------------------------------------------------
-def worker_count(settings: Settings, cpus: Callable[[], int] = usable_cpus) -> int:
+def worker_count(
+    settings: Settings,
+    cpus: Callable[[], int] = usable_cpus,
+    memory_bytes: Callable[[], int | None] = memory_limit,
+) -> int:
     """How many workers `serve` starts; a ConfigError for what N > 1 cannot serve.
 
-    `auto` on the memory store is 1: its state lives in one process (not a refusal, so one
-    config works on either store)."""
+    `auto` is the usable CPUs, but no more workers than the container's memory limit holds at
+    the bounds' worst case (sizing.py, per worker, plus the supervisor): a pod without a CPU
+    limit on a large node must not start a worker per node CPU into an OOM kill. On the memory
+    store `auto` is 1: its state lives in one process (not a refusal, so one config works on
+    either store)."""
     server = settings.server
     memory = settings.store.backend == "memory"
-    count = (1 if memory else cpus()) if server.workers == "auto" else server.workers
+    if server.workers != "auto":
+        count = server.workers
+    elif memory:
+        count = 1
+    else:
+        count = cpus()
+        limit, each = memory_bytes(), settings.memory_estimate()["total"]
+        if count > 1 and limit is not None and each is not None:
+            count = max(1, min(count, (limit - SUPERVISOR_BYTES) // each))
     if count == 1:
         return 1
     if memory:

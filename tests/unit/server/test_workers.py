@@ -11,7 +11,13 @@ from banditd.cli import main
 from banditd.config import Settings
 from banditd.errors import ConfigError
 from banditd.server.cgroup import cgroup_cpu_quota, usable_cpus
-from banditd.server.workers import WorkerRole, adopted_files, worker_count, worker_settings
+from banditd.server.workers import (
+    SUPERVISOR_BYTES,
+    WorkerRole,
+    adopted_files,
+    worker_count,
+    worker_settings,
+)
 
 REDIS = {"backend": "redis"}
 
@@ -87,10 +93,22 @@ def test_usable_cpus_is_the_smaller_of_affinity_and_quota_rounded_down(
 
 def test_worker_count_auto_follows_the_cpus_on_redis_and_is_1_in_memory() -> None:
     """auto = the usable CPUs; on the memory store auto is 1, not a refusal."""
-    assert worker_count(settings(workers="auto"), cpus=lambda: 3) == 3
+    assert worker_count(settings(workers="auto"), cpus=lambda: 3, memory_bytes=lambda: None) == 3
     assert worker_count(settings(workers="auto", store={}), cpus=lambda: 3) == 1
     assert worker_count(settings(workers=2)) == 2
     assert worker_count(settings()) == 1
+
+
+def test_auto_starts_no_more_workers_than_the_memory_limit_holds() -> None:
+    """No CPU limit on a 16-CPU node, 512 MiB: as many workers as fit at the worst case."""
+    auto = settings(workers="auto")
+    each = auto.memory_estimate()["total"]
+    assert each is not None
+    fits = ((512 << 20) - SUPERVISOR_BYTES) // each
+    assert 1 < fits < 16
+    assert worker_count(auto, cpus=lambda: 16, memory_bytes=lambda: 512 << 20) == fits
+    assert worker_count(auto, cpus=lambda: 16, memory_bytes=lambda: 100 << 20) == 1
+    assert worker_count(settings(workers=16), memory_bytes=lambda: 100 << 20) == 16  # as told
 
 
 @pytest.mark.parametrize(

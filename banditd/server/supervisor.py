@@ -257,7 +257,8 @@ class Supervisor:
             self._stop(signal.SIGTERM)
             return
         if stopping:
-            clean = code == 0 or (w.served_at is None and code in (-signal.SIGTERM, -signal.SIGINT))
+            stopped_early = (-signal.SIGTERM, -signal.SIGINT, 130)  # before serve's handlers
+            clean = code == 0 or (w.served_at is None and code in stopped_early)
             log.log(20 if clean else 40, "worker.stopped", worker=w.index, exit_code=code)
             if not clean:
                 self._exit_code = 1

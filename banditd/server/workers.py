@@ -181,6 +181,8 @@ def worker_main(spec: WorkerSpec) -> None:
     except ConfigError as exc:
         reporter.failed(2, str(exc))
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C reached the whole process group before serve's handler
+        sys.exit(130)
     except BaseException as exc:
         if not reporter.has_started:
             what = f"{type(exc).__name__}: {exc}"
@@ -230,7 +232,9 @@ def answer_scrapes(conn: Connection, registry: object) -> None:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """SIGTERM this worker (a graceful drain) if the supervisor dies, even by SIGKILL."""
+    """SIGTERM this worker (a graceful drain) if the supervisor dies, even by SIGKILL. (Linux
+    sends it when the thread that started us ends: the supervisor starts workers from its main
+    thread only.)"""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)

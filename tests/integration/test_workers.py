@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.client import AsyncAdminClient
+from banditd.server.workers import SUPERVISOR_BYTES
 from banditd.sim.traces import logged_rows, read_trace
 from banditd.types import ModelSpec
 from tests.integration.conftest import free_port, start_redis
@@ -258,6 +259,8 @@ async def test_two_workers_share_the_port_and_apply_every_reward_exactly_once(
     assert metric(m, "banditd_workers") == 2
     for w in ("0", "1", "supervisor"):
         assert metric(m, "process_resident_memory_bytes", worker=w) > 0
+    # what `auto` counts for the supervisor when it sizes workers by the memory limit
+    assert metric(m, "process_resident_memory_bytes", worker="supervisor") <= SUPERVISOR_BYTES
 
     assert await stop(served) == 0
     decisions = {w: [r for r in read_trace(Path(f"{served.trace}.w{w}")) if r["type"] ==

@@ -28,7 +28,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,8 +47,10 @@ from bench.table import show
 ONE, TWO = "banditd 1 worker", "banditd 2 workers"
 ECHO_ONE, ECHO_TWO = "echo aio 1 process", "echo aio 2 processes"
 ROWS = (ONE, TWO, ECHO_ONE, ECHO_TWO)
+PROCESSES = {ONE: 1, TWO: 2, ECHO_ONE: 1, ECHO_TWO: 2}  # server processes: 1 CPU each at most
 CONNECTIONS = 16
 RATE, CPU = "round trips/s", "server CPU µs/rt"
+ALL, CEILING = "all CPU µs/rt", "CPU ceiling rt/s"
 
 
 def start_daemon(
@@ -110,6 +111,7 @@ def measure(
     """Interleaved loaded runs (order rotated per repeat); CPU of servers, Redis and client."""
     runs: dict[str, list[dict[str, object]]] = {name: [] for name in targets}
     names = list(targets)
+    cpus = len(os.sched_getaffinity(0))
     for repeat in range(plan.repeats):
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             args = ["conc", "--target", targets[name], "--dim", str(dim), "--arms", str(arms),
@@ -117,17 +119,24 @@ def measure(
                     "--seconds", str(plan.seconds),
                     "--warmup-seconds", str(plan.warmup_seconds)]  # fmt: skip
             server0 = sum(tree_cpu_seconds(p) for p in pids[name])
-            redis0, wall0 = cpu_seconds(redis_pid), time.perf_counter()
+            redis0 = cpu_seconds(redis_pid)
             run = run_client(args, cpu=None)
-            wall = time.perf_counter() - wall0
             server = sum(tree_cpu_seconds(p) for p in pids[name]) - server0
             redis = cpu_seconds(redis_pid) - redis0
             total = float(run["round_trips_total"])  # type: ignore[arg-type]
+            rate = float(run["round_trips_per_s"])  # type: ignore[arg-type]
+            client_us = 1e6 * float(run["client_cpu_share"]) / rate  # type: ignore[arg-type]
+            every = 1e6 * (server + redis) / total + client_us
             run.update({
                 "server_cpu_us": 1e6 * server / total,
                 "redis_cpu_us": 1e6 * redis / total,
-                # over the client's whole life (start-up, warm-up, window): CPUs in use
-                "server_cpus": server / wall, "redis_cpus": redis / wall,
+                "client_cpu_us": client_us,
+                # CPUs in use while measured: the rate times the CPU per round trip
+                "server_cpus": rate * server / total, "redis_cpus": rate * redis / total,
+                # What this machine's CPUs allow at these CPU costs per round trip: all of
+                # them for server + Redis + client, and no more than 1 CPU per server process.
+                "all_cpu_us": every,
+                "ceiling": min(cpus * 1e6 / every, PROCESSES[name] * total / server),
             })  # fmt: skip
             runs[name].append(run)
     return runs
@@ -144,7 +153,7 @@ def _median(runs: Sequence[dict[str, object]], *path: str) -> float:
 
 
 def summarise(runs: dict[str, list[dict[str, object]]]) -> dict[str, object]:
-    rows = []
+    rows, cpu_rows = [], []
     for name, each in runs.items():
         rates = [float(r["round_trips_per_s"]) for r in each]  # type: ignore[arg-type]
         rows.append({
@@ -153,12 +162,24 @@ def summarise(runs: dict[str, list[dict[str, object]]]) -> dict[str, object]:
             "min..max": f"{min(rates):,.0f}..{max(rates):,.0f}",
             "Route p50 µs": _median(each, "route", "p50_us"),
             "Route p99 µs": _median(each, "route", "p99_us"),
-            "pair p50 µs": _median(each, "pair", "p50_us"),
+            "round trip p50 µs": _median(each, "pair", "p50_us"),
             CPU: _median(each, "server_cpu_us"),
-            "Redis CPU µs/rt": _median(each, "redis_cpu_us"),
+        })  # fmt: skip
+        reached = [
+            float(r["round_trips_per_s"]) / float(r["ceiling"])  # type: ignore[arg-type]
+            for r in each
+        ]
+        cpu_rows.append({
+            "server": name,
+            CPU: _median(each, "server_cpu_us"),
+            "Redis µs/rt": _median(each, "redis_cpu_us"),
+            "client µs/rt": _median(each, "client_cpu_us"),
+            ALL: _median(each, "all_cpu_us"),
             "server CPUs": _median(each, "server_cpus"),
             "Redis CPUs": _median(each, "redis_cpus"),
             "client CPUs": _median(each, "client_cpu_share"),
+            CEILING: _median(each, "ceiling"),
+            "reached": f"{100 * statistics.median(reached):.0f}%",
         })  # fmt: skip
     by = {str(r["server"]): r for r in rows}
 
@@ -185,7 +206,7 @@ def summarise(runs: dict[str, list[dict[str, object]]]) -> dict[str, object]:
         if ours in by and echo in by:
             ratios[f"{ours} / {echo}"] = ratio(ours, echo)
             spreads[f"{ours} / {echo}"] = paired(ours, echo)
-    return {"rows": rows, "ratios": ratios, "paired": spreads}
+    return {"rows": rows, "cpu_rows": cpu_rows, "ratios": ratios, "paired": spreads}
 
 
 def main(quick: bool = False, shape: tuple[int, int] = (32, 16)) -> dict[str, object]:
@@ -230,10 +251,16 @@ def main(quick: bool = False, shape: tuple[int, int] = (32, 16)) -> dict[str, ob
     result.update(summary)
     result["runs"] = runs
     title = (
-        f"under load: {plan.inflight} round trips in flight over {CONNECTIONS} connections,"
-        " Redis store (CPUs: used while the load generator ran)"
+        f"under load: {plan.inflight} round trips (Route + Feedback) in flight over"
+        f" {CONNECTIONS} connections, Redis store; medians over runs"
     )
     show(summary["rows"], title)  # type: ignore[arg-type]
+    show(
+        summary["cpu_rows"],  # type: ignore[arg-type]
+        "where the CPU went: µs per round trip of the server processes, redis-server and the"
+        " load generator, the CPUs each used while measured, and the rate those costs allow on this machine's"
+        f" {result['cpus']} CPUs (all of them for the three; at most 1 per server process)",
+    )
     for label, value in summary["ratios"].items():  # type: ignore[attr-defined]
         target = " (target >= 1.6x)" if label == "banditd 2 workers / 1 worker" else ""
         print(f"  {label}: {value:.2f}x{target}")

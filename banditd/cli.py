@@ -271,14 +271,16 @@ def _masked(value: object, key: str = "") -> object:
     return value
 
 
-def memory_report(parts: dict[str, int | None]) -> str:
-    """One line: the worst-case memory the bounds allow, by part (banditd/sizing.py)."""
+def memory_report(parts: dict[str, int | None], workers: int = 1) -> str:
+    """One line: the worst-case memory the bounds allow, by part (banditd/sizing.py); with
+    worker processes, per worker (the supervisor adds its own: workers.SUPERVISOR_BYTES)."""
 
     def mib(v: int | None) -> str:
         return "unbounded" if v is None else f"{v / (1 << 20):.0f} MiB"
 
     detail = ", ".join(f"{k} {mib(v)}" for k, v in parts.items() if k != "total")
-    return f"# worst-case memory: {mib(parts['total'])} ({detail})"
+    each = f" per worker x {workers} workers" if workers > 1 else ""
+    return f"# worst-case memory: {mib(parts['total'])}{each} ({detail})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,29 +298,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings(args, flags)
     if settings is None:
         return 2
+    from banditd.server.workers import worker_count
+
     try:
+        workers = worker_count(settings)
         if args.command == "check-config":
-            return _check_config(settings)
-        return _serve(settings)
+            return _check_config(settings, workers)
+        return _serve(settings, workers)
     except ConfigError as exc:  # what serve refuses at start: files, models, a busy address
         print(f"banditd: {exc}", file=sys.stderr)
         return 2
 
 
-def _check_config(settings: Settings) -> int:
+def _check_config(settings: Settings, workers: int) -> int:
     from banditd.server.app import check_startup
 
     with contextlib.redirect_stdout(sys.stderr):  # its log lines (encoder.loaded): stdout is
         check_startup(settings)  # the JSON, and logging stays unconfigured (structlog's default)
     print(json.dumps(_masked(settings.model_dump(mode="json")), indent=2, sort_keys=True))
-    print(memory_report(settings.memory_estimate()), file=sys.stderr)
+    print(memory_report(settings.memory_estimate(), workers), file=sys.stderr)
     return 0
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, workers: int) -> int:
     from banditd.logs import configure_logging
-    from banditd.server.app import serve
 
     configure_logging(settings.log_level, settings.log_format)
+    if workers > 1:  # docs/deploy.md, "Worker processes"
+        from banditd.server.supervisor import Supervisor
+
+        return Supervisor(settings, workers).run()
+    from banditd.server.app import serve
+
     asyncio.run(serve(settings))
     return 0

@@ -45,6 +45,7 @@ from banditd.sizing import PolicyShape, estimate
 from banditd.types import POLICY_NAME
 
 DAY_S = 86_400.0
+MAX_WORKERS = 64
 
 
 class _Section(BaseModel):
@@ -449,6 +450,13 @@ class ServerSettings(_Section):
         False,
         description="readiness (health banditd.v1.Router) NOT_SERVING while the store is down",
     )
+    # Issue 16 (docs/deploy.md, "Worker processes"): N processes serve `listen` together
+    # (SO_REUSEPORT) under a supervisor that serves /metrics for all of them (server/workers.py).
+    workers: int | Literal["auto"] = Field(
+        1,
+        description="worker processes serving `listen` (Redis store only when > 1); auto = the"
+        " CPUs this process may use (affinity and cgroup quota, whichever is smaller)",
+    )
     max_message_bytes: int = Field(1 << 20, ge=1024)
     sweep_interval_s: float = Field(1.0, gt=0, description="how often expired decisions settle")
     feedback_batch_max: int = Field(1000, ge=1, description="items per FeedbackBatch call")
@@ -484,6 +492,8 @@ class ServerSettings(_Section):
                 )
         if self.metrics_tls and not self.tls.enabled:
             raise ValueError("server.metrics_tls needs server.tls.cert_file and key_file")
+        if isinstance(self.workers, int) and not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"server.workers must be 1..{MAX_WORKERS} or 'auto'")
         return self
 
 

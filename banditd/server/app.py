@@ -25,7 +25,7 @@ import numpy as np
 import structlog
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from prometheus_client import Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter
 
 from banditd.api.v1 import admin_pb2 as apb
 from banditd.api.v1 import admin_pb2_grpc as apb_grpc
@@ -43,12 +43,14 @@ from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
 from banditd.server.admin_service import AdminService
 from banditd.server.auth import Authorizer
+from banditd.server.cgroup import memory_limit
 from banditd.server.guard import Guard
 from banditd.server.health_status import HealthStatus
-from banditd.server.metrics import Count, Counts, Metrics
+from banditd.server.metrics import Count, Counts, Metrics, serve_metrics
 from banditd.server.preflight import check_files, check_listen, listen_error
 from banditd.server.service import RouterService
 from banditd.server.tls import TLSFiles, server_credentials
+from banditd.server.workers import WorkerRole, spill_adoptions
 from banditd.sim.traces import JsonlTraceWriter
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
@@ -121,7 +123,7 @@ def extractor_factory(
     return build
 
 
-def build_store(settings: Settings) -> ModelStore:
+def build_store(settings: Settings, role: WorkerRole | None = None) -> ModelStore:
     if settings.store.backend == "memory":
         return InMemoryModelStore(
             max_pending=settings.store.max_pending,
@@ -129,12 +131,14 @@ def build_store(settings: Settings) -> ModelStore:
             tombstone_ttl_s=settings.store.tombstone_ttl_s,
         )
     if settings.store.backend == "redis":
-        return build_redis_store(settings)
+        return build_redis_store(settings, role)
     raise NotImplementedError(f"store backend {settings.store.backend!r} is not available yet")
 
 
 # --- redis backend (docs/redis.md) ---------------------------------------------------------
-def build_redis_store(settings: Settings) -> RedisModelStore:
+def build_redis_store(settings: Settings, role: WorkerRole | None = None) -> RedisModelStore:
+    """`role`: as a worker, the store also reads the spill files a run with another worker
+    count left behind that fall to it (server/workers.py `adopted_files`)."""
     r = settings.store.redis
     conn = RedisConnection(
         r.url, r.username, r.password, r.tls_ca_file, r.tls_cert_file, r.tls_key_file,
@@ -144,7 +148,7 @@ def build_redis_store(settings: Settings) -> RedisModelStore:
         prefix=r.key_prefix, timeout_s=r.timeout_s, pending_grace_s=r.pending_grace_s,
         tombstone_ttl_s=settings.store.tombstone_ttl_s, max_buffered=r.max_buffered,
         buffer_max_age_s=r.buffer_max_age_s, spill_path=r.spill_path, cache_bytes=r.cache_mb << 20,
-        max_connections=r.max_connections,
+        max_connections=r.max_connections, spill_adopt=spill_adoptions(r.spill_path, role),
     )  # fmt: skip
     return RedisModelStore(connect(conn), params)
 
@@ -424,10 +428,12 @@ def build_router(
     clock: SystemClock,
     trace: JsonlTraceWriter | None,
     encoders: dict[EncoderOptions, BatchingEncoder],
+    role: WorkerRole | None = None,
 ) -> tuple[Router, Pager | None]:
     """The Router with its policies, their feature extractors (text encoders loaded into
-    `encoders`, the template's too if policies are auto-created) and the adapter pager.
-    ConfigError if a policy cannot be built."""
+    `encoders`, the template's too if policies are auto-created) and the adapter pager; as
+    worker `role`, exploration is seeded with (seed, index). ConfigError if a policy cannot be
+    built."""
     template = settings.policy_template.to_config("template")
     paging = settings.paging_configs()  # docs/paging.md: residency is in process for now
     pager = Pager(paging, InMemoryResidencyStore()) if paging else None
@@ -439,7 +445,9 @@ def build_router(
         extractor_for,
         store,
         clock,
-        np.random.default_rng(settings.seed),
+        np.random.default_rng(
+            settings.seed if role is None or settings.seed is None else (settings.seed, role.index)
+        ),
         trace=trace,
         template=template if settings.auto_create_policies else None,
         pager=pager,
@@ -466,11 +474,14 @@ def build_daemon(
     store: ModelStore | None = None,
     clock: SystemClock | None = None,
     span_exporter: SpanExporter | None = None,
+    role: WorkerRole | None = None,
 ) -> Daemon:
     """Everything `serve` runs, not started. `span_exporter` (with [tracing] enabled) takes the
-    spans instead of OTLP: tests read them from an in-memory exporter."""
+    spans instead of OTLP: tests read them from an in-memory exporter. `role`: one of several
+    worker processes (server/workers.py): its listeners share their ports (SO_REUSEPORT),
+    Admin is worker 0's alone, exploration is seeded with (seed, index)."""
     check_files(settings)  # as check-config does; then the parts that read them cannot fail
-    store = store if store is not None else build_store(settings)
+    store = store if store is not None else build_store(settings, role)
     # Tracing wraps things here, once (not a flag the handlers test): the Router's view of a
     # Redis store, and the Router service of each listener.
     tracer = start_tracing(settings, span_exporter)
@@ -481,7 +492,9 @@ def build_daemon(
     if settings.trace_path:  # created 0600, rotated and redacted per settings.trace_*
         trace = JsonlTraceWriter(Path(settings.trace_path), settings.trace_options())
     encoders: dict[EncoderOptions, BatchingEncoder] = {}
-    router, pager = build_router(settings, traced_store, clock or SystemClock(), trace, encoders)
+    router, pager = build_router(
+        settings, traced_store, clock or SystemClock(), trace, encoders, role
+    )
     metrics = Metrics()
     metrics.registry.register(Counts(lambda: guard_counts(router, store)))
     server_settings = settings.server
@@ -499,7 +512,7 @@ def build_daemon(
     ) -> tuple[grpc.aio.Server, int]:
         """A server on `address`: every service through the guard (bad bytes are
         INVALID_ARGUMENT, a bug INTERNAL, callers checked), health on each."""
-        server = new_server(settings)
+        server = new_server(settings, reuse_port=role is not None and router_here)
         guard = Guard(server, metrics, authorizer)
         names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
         if router_here:
@@ -522,14 +535,13 @@ def build_daemon(
         credentials = server_credentials(files) if t.enabled else None
         return server, bind(server, address, credentials, setting)
 
-    server, port = listener(
-        server_settings.listen, "server.listen", not server_settings.admin_listen, True
-    )
+    admin_address = server_settings.admin_listen
+    server, port = listener(server_settings.listen, "server.listen", not admin_address, True)
     extra: dict[str, tuple[grpc.aio.Server, int]] = {}
-    if server_settings.admin_listen:
-        extra["admin"] = listener(server_settings.admin_listen, "server.admin_listen", True, False)
+    if admin_address and (role is None or role.index == 0):
+        extra["admin"] = listener(admin_address, "server.admin_listen", True, False)
     if server_settings.health_listen:  # plaintext, health only (kubelet probes speak no TLS)
-        probes = new_server(settings)
+        probes = new_server(settings, reuse_port=role is not None)
         Guard(probes, metrics).add(health_pb2_grpc.add_HealthServicer_to_server, health_servicer)
         address = server_settings.health_listen
         extra["health"] = (probes, bind(probes, address, None, "server.health_listen"))
@@ -539,13 +551,15 @@ def build_daemon(
     )  # fmt: skip
 
 
-def new_server(settings: Settings) -> grpc.aio.Server:
+def new_server(settings: Settings, reuse_port: bool = False) -> grpc.aio.Server:
+    """A grpc.aio server; `reuse_port` (worker processes) lets several processes bind the same
+    port, the kernel spreading connections over them. Off, binding a port in use fails."""
     max_bytes = settings.server.max_message_bytes
     return grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
 
@@ -571,22 +585,10 @@ def bind(
     return port
 
 
-def container_memory_limit() -> int | None:
-    """The cgroup's memory limit in bytes (v2, then v1), or None if there is none to read."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            raw = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if raw.isdigit() and int(raw) < 1 << 60:  # v1 reports "no limit" as a huge number
-            return int(raw)
-    return None
-
-
 def log_memory_budget(settings: Settings) -> None:
     """The worst-case memory the bounds allow; a warning if it exceeds the container's limit."""
     parts = settings.memory_estimate()
-    total, limit = parts["total"], container_memory_limit()
+    total, limit = parts["total"], memory_limit()
     fields = {k: None if v is None else round(v / (1 << 20)) for k, v in parts.items()}
     if total is None or (limit is not None and total > limit):
         log.warning(
@@ -604,25 +606,28 @@ def start_metrics(settings: Settings, metrics: Metrics) -> WSGIServer | None:
     """/metrics on server.metrics_listen (TLS with server.metrics_tls) in a daemon thread, or
     None when it is ''. The caller reads the port from `.server_port` (0 binds a free one).
     ListenError if the address cannot be bound."""
-    if not settings.server.metrics_listen:
-        return None
-    host, _, port = settings.server.metrics_listen.rpartition(":")
     tls = settings.server.tls if settings.server.metrics_tls else None
     try:
-        http_server, _thread = start_http_server(
-            int(port), addr=host.strip("[]") or "0.0.0.0", registry=metrics.registry,
-            certfile=tls.cert_file if tls else None, keyfile=tls.key_file if tls else None,
+        return serve_metrics(
+            settings.server.metrics_listen, metrics.registry, tls.cert_file if tls else None,
+            tls.key_file if tls else None,
         )  # fmt: skip
     except OSError as exc:
         raise listen_error(settings.server.metrics_listen, "server.metrics_listen", exc) from None
-    return http_server
 
 
-async def serve(settings: Settings) -> None:
-    """Run the daemon until SIGTERM/SIGINT, then shut down gracefully."""
-    log_memory_budget(settings)
-    daemon = build_daemon(settings)
-    metrics = start_metrics(settings, daemon.metrics)
+async def serve(
+    settings: Settings,
+    role: WorkerRole | None = None,
+    started: Callable[[CollectorRegistry], None] | None = None,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT, then shut down gracefully. As worker `role`
+    (server/workers.py) it serves no /metrics (the supervisor does: `started` gets the registry
+    once the daemon serves) and leaves the memory budget to the supervisor."""
+    if role is None:
+        log_memory_budget(settings)
+    daemon = build_daemon(settings, role=role)
+    metrics = start_metrics(settings, daemon.metrics) if role is None else None
     metrics_port = metrics.server_port if metrics is not None else None
     await daemon.start()
     stop = asyncio.Event()
@@ -638,6 +643,8 @@ async def serve(settings: Settings) -> None:
     )  # fmt: skip
     if not daemon.router.policy_names and not settings.auto_create_policies:
         log.warning("server.no_policies", hint="declare [policies.<name>] in the config file")
+    if started is not None:
+        started(daemon.metrics.registry)
     await stop.wait()
     log.info(
         "server.stopping", drain_delay_s=settings.server.drain_delay_s,

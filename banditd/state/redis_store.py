@@ -90,7 +90,9 @@ class RedisStoreParams:
     buffer_max_age_s: a buffered decision not flushed within this is given up (counted), and
     other replicas answer UNAVAILABLE for its feedback until then; spill_path: where close()
     writes buffered decisions it could not flush, read back at the next start ('' = off);
-    cache_bytes: bound on the derived model state cached (least recently loaded goes first)."""
+    spill_adopt: other spill files to read back at start too (a run with another number of
+    worker processes left them: server/workers.py), removed with spill_path's; cache_bytes:
+    bound on the derived model state cached (least recently loaded goes first)."""
 
     prefix: str = keys.DEFAULT_PREFIX
     timeout_s: float = 0.25
@@ -102,6 +104,7 @@ class RedisStoreParams:
     max_connections: int = 64
     buffer_max_age_s: float = 600.0
     spill_path: str = ""
+    spill_adopt: tuple[str, ...] = ()
     cache_bytes: int = 64 << 20
 
 
@@ -168,7 +171,10 @@ class RedisModelStore:
         # One connection stays free for the readiness ping (which is not a `call`).
         self._slots = asyncio.Semaphore(max(1, self._p.max_connections - 1))
         self.stats = StoreStats()
-        self._spill = outage.SpillFile(Path(self._p.spill_path)) if self._p.spill_path else None
+        self._spill = None
+        if self._p.spill_path:
+            adopted = tuple(Path(p) for p in self._p.spill_adopt)
+            self._spill = outage.SpillFile(Path(self._p.spill_path), adopted)
         if self._spill is not None:
             for decision in self._spill.read():
                 self._buffer[decision.decision_id] = decision

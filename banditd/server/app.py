@@ -512,7 +512,8 @@ def build_daemon(
     ) -> tuple[grpc.aio.Server, int]:
         """A server on `address`: every service through the guard (bad bytes are
         INVALID_ARGUMENT, a bug INTERNAL, callers checked), health on each."""
-        server = new_server(settings, reuse_port=role is not None and router_here)
+        shared = role is not None and router_here
+        server = new_server(settings, reuse_port=shared)
         guard = Guard(server, metrics, authorizer)
         names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
         if router_here:
@@ -533,7 +534,7 @@ def build_daemon(
         # Credentials of their own per listener: grpc asks a dynamic credential's fetcher for
         # its first certificate once, so a second port on the same object would get none.
         credentials = server_credentials(files) if t.enabled else None
-        return server, bind(server, address, credentials, setting)
+        return server, bind(server, address, credentials, setting, reuse_port=shared)
 
     admin_address = server_settings.admin_listen
     server, port = listener(server_settings.listen, "server.listen", not admin_address, True)
@@ -544,7 +545,10 @@ def build_daemon(
         probes = new_server(settings, reuse_port=role is not None)
         Guard(probes, metrics).add(health_pb2_grpc.add_HealthServicer_to_server, health_servicer)
         address = server_settings.health_listen
-        extra["health"] = (probes, bind(probes, address, None, "server.health_listen"))
+        extra["health"] = (
+            probes,
+            bind(probes, address, None, "server.health_listen", reuse_port=role is not None),
+        )
     return Daemon(
         settings, router, store, metrics, server, health_servicer, port, trace,
         pager=pager, encoders=encoders, listeners=extra, tracing=tracer,
@@ -569,10 +573,12 @@ def bind(
     address: str,
     credentials: grpc.ServerCredentials | None,
     setting: str = "server.listen",
+    reuse_port: bool = False,
 ) -> int:
     """Listen on `address` (TLS with `credentials`); the port (0 for a Unix socket).
-    ListenError, naming `setting`, if it cannot."""
-    check_listen(address, setting)
+    ListenError, naming `setting`, if it cannot. `reuse_port`: the server was made with
+    SO_REUSEPORT (a worker process), so a sibling's listener on the port is no conflict."""
+    check_listen(address, setting, reuse_port)
     try:
         if credentials is not None:
             port = server.add_secure_port(address, credentials)

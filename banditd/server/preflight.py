@@ -91,10 +91,11 @@ def _check_writable(path: Path, setting: str) -> None:
         raise ConfigError(f"{setting} {path}: cannot create files in {directory}")
 
 
-def check_listen(address: str, setting: str) -> None:
-    """ListenError if `address` cannot be bound now: a socket like grpc's (SO_REUSEADDR, no
-    SO_REUSEPORT) is bound to it and closed at once. A name that resolves to several
-    addresses is fine if one of them binds, as it is for grpc."""
+def check_listen(address: str, setting: str, reuse_port: bool = False) -> None:
+    """ListenError if `address` cannot be bound now: a socket like grpc's (SO_REUSEADDR, and
+    SO_REUSEPORT as a worker process sets it to share the port with its siblings) is bound to
+    it and closed at once. A name that resolves to several addresses is fine if one of them
+    binds, as it is for grpc."""
     if address.startswith("unix:"):
         directory = Path(address[len("unix:") :]).parent
         if not directory.is_dir():
@@ -111,6 +112,8 @@ def check_listen(address: str, setting: str) -> None:
     for family, kind, proto, _, sockaddr in infos:
         with socket.socket(family, kind, proto) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 s.bind(sockaddr)
             except OSError as exc:

@@ -70,6 +70,9 @@ log = structlog.get_logger("banditd.state")
 PRUNE_EVERY_S = 60.0  # how often the sweep looks for a policy's idle segments
 MAX_FIELD_LISTS = 4096  # cached load.lua field lists, one per (segment, candidate list)
 CLOCK_SKEW_S = 30.0  # replicas' clocks may differ this much (buffered-id retry window)
+MAX_ROUTED = 16_384  # decisions this replica recorded, remembered (policy, segment, arm) for
+# while their Feedback may come back here: a load skips fetching arms its own settles move
+SKIP_STAMP = str(2**62)  # a cached stamp load.lua never finds older than the stored one
 
 
 def _lua(name: str) -> str:
@@ -187,6 +190,13 @@ class RedisModelStore:
                 if isinstance(client, RedisCluster)
                 else Coalescer(client, self._p.timeout_s, self.stats)
             )
+        # Own settles in flight per (model, arm), and where this replica's recent decisions
+        # learn, so a load can leave those arms' sums in Redis (_load_once). Only over the
+        # single-node coalescer: its one connection keeps a settle's reply ahead of a later
+        # load's.
+        self._ordered = isinstance(self._coalescer, Coalescer)
+        self._routed: dict[DecisionId, tuple[ModelKey, ArmId]] = {}
+        self._settling: dict[tuple[ModelKey, ArmId], int] = {}
         self._spill = outage.SpillFile(Path(self._p.spill_path)) if self._p.spill_path else None
         if self._spill is not None:
             for decision in self._spill.read():
@@ -299,22 +309,52 @@ class RedisModelStore:
         self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, for_route: bool = False
     ) -> ModelSnapshot:
         """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved; for a
-        Route, the segment limit too."""
+        Route, the segment limit too. (Rarely two: see _load_once's `skip`.)"""
         cache = self._cache.pop(key, None)  # re-inserted last: the dict's order is recency
         if cache is None:
             cache = {}
         self._cache[key] = cache
+        settling = self._settling
+        skip = {arm for arm in arms if (key, arm) in settling} if settling else set()
+        limit = spec.max_segments if for_route and not spec.evict_lru else 0
+        try:
+            version, states, stale = await self._load_once(key, arms, spec, limit, cache, skip)
+            if stale:  # moved by more than this replica's own settles: fetch them after all
+                _, fresh, _ = await self._load_once(key, stale, spec, 0, cache, set())
+                states.update(fresh)
+        except StateUnavailableError:
+            return self._degraded(key, arms, spec)
+        self._trim_cache()
+        self._versions[key] = version
+        return ModelSnapshot(states, version)
+
+    async def _load_once(
+        self,
+        key: ModelKey,
+        arms: Sequence[ArmId],
+        spec: ModelSpec,
+        limit: int,
+        cache: dict[ArmId, _Cached],
+        skip: set[ArmId],
+    ) -> tuple[int, dict[ArmId, ArmState], list[ArmId]]:
+        """One load.lua call: (version, states, stale arms).
+
+        Arms in `skip` have a settle of this replica's in flight. Over the coalescer's one
+        connection that settle ran before this load and its reply, read first, moves the
+        cache (_absorb) before this reply is looked at; so their sums are not asked for, and
+        only if the cache then still lags the stamp Redis reported (another replica changed
+        the arm too, or a decay epoch passed) are they returned as stale, to fetch. Asking
+        for them every time made a Route under load fetch most candidates' sums (about 50 kB
+        per Route+Feedback at d=32, K=16, 64 in flight) only to drop them."""
         held = ",".join([
-            str(c.stamp) if (c := cache.get(arm)) is not None and c.state.l2 == spec.l2 else "-1"
+            SKIP_STAMP if arm in skip
+            else str(c.stamp) if (c := cache.get(arm)) is not None and c.state.l2 == spec.l2
+            else "-1"
             for arm in arms
         ])  # fmt: skip
         k = self.segment_keys(key.policy)[:3]  # (load.lua reads no segment index)
-        limit = spec.max_segments if for_route and not spec.evict_lru else 0
         args = [*self._load_fields(key.segment, tuple(arms)), held, key.segment, str(limit)]
-        try:
-            reply = await self.run(self._load, k, args)
-        except StateUnavailableError:
-            return self._degraded(key, arms, spec)
+        reply = await self.run(self._load, k, args)
         if reply[0] == b"full":
             raise segment_limit_error(key, spec, int(reply[1]))
         version_raw, fp_raw, stamps_raw, blobs = reply
@@ -322,6 +362,7 @@ class RedisModelStore:
             check_fingerprint(key, fp_raw.decode(), spec)
         prior = self._prior(spec)
         states: dict[ArmId, ArmState] = {}
+        stale: list[ArmId] = []
         fetched = False
         for arm, stamp, blob in zip(arms, stamps_raw, blobs, strict=True):
             if stamp is None:
@@ -347,13 +388,14 @@ class RedisModelStore:
                     self._cache_put(cache, arm, _Cached(sums.stamp, state))
                     self.stats.refactorised += 1
             cached = cache.get(arm)
+            if arm in skip and (
+                cached is None or cached.stamp < int(stamp) or cached.state.l2 != spec.l2
+            ):
+                stale.append(arm)
             states[arm] = cached.state if cached is not None else prior
         if fetched:
             self.stats.fetches += 1
-        self._trim_cache()
-        version = int(version_raw or 0)
-        self._versions[key] = version
-        return ModelSnapshot(states, version)
+        return int(version_raw or 0), states, stale
 
     def _load_fields(self, segment: str, arms: tuple[ArmId, ...]) -> tuple[str, str, str, str]:
         """load.lua's field arguments for (segment, candidates), built once per candidate list."""
@@ -432,6 +474,11 @@ class RedisModelStore:
         segment when flushed, without evicting: it was acknowledged, so it is not refused.)"""
         try:
             await self._record_one(decision, spec)
+            if self._ordered:
+                routed = self._routed
+                if len(routed) >= MAX_ROUTED:
+                    del routed[next(iter(routed))]
+                routed[decision.decision_id] = (decision.key, decision.state_arm)
         except StateUnavailableError:
             self._expire_buffer()
             if len(self._buffer) >= self._p.max_buffered:
@@ -512,8 +559,19 @@ class RedisModelStore:
             decision_id, "feedback", codec.encode_f64(reward), codec.encode_f64(now),
         ]  # fmt: skip
         args += self._spec_args(spec, now)
-        reply = await self.run(self._settle, k, args)
-        settled = self._settlement(reply, decision_id, policy, spec)
+        where = self._routed.pop(decision_id, None) if self._ordered else None
+        settling = self._settling
+        if where is not None:  # a load issued from now on need not fetch this arm
+            settling[where] = settling.get(where, 0) + 1
+        try:
+            reply = await self.run(self._settle, k, args)
+            settled = self._settlement(reply, decision_id, policy, spec)  # (absorbs it)
+        finally:
+            if where is not None:
+                if settling[where] == 1:
+                    del settling[where]
+                else:
+                    settling[where] -= 1
         if settled.outcome is Outcome.UNKNOWN:
             self._check_not_buffered_elsewhere(decision_id, now)
         return settled

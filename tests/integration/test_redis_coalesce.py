@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -190,3 +191,40 @@ async def test_a_cancelled_caller_leaves_the_connection_in_step(redis_url: str):
     finally:
         await coalescer.aclose()
         await client.aclose()
+
+
+async def test_a_load_leaves_in_redis_the_sums_its_own_settles_bring(
+    rstore: RedisModelStore, redis_url: str
+):
+    """A Route's load issued while this replica's settles on those arms are in flight does
+    not fetch their sums (the settles' replies, read first, move the cache); if another
+    replica changed such an arm meanwhile, it is fetched in a second call. Either way the
+    state is bit for bit what a fresh replica loads."""
+    key, arms = ModelKey("p"), ["a", "b"]
+    for i in range(1, 9):  # odd ids learn arm "b", even ids arm "a"
+        await rstore.record(pending(i, "ab"[i % 2], [1.0, 0.25 * i, 0.5], T0))
+    await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
+    await rstore.settle("p:0002", 1.0, T0 + 1, SPEC)
+    await rstore.load(key, arms, SPEC)  # both arms cached
+    fetched, commands = rstore.stats.bytes_in, rstore.stats.flushed_commands
+
+    settles = [rstore.settle(f"p:{i:04x}", 0.5, T0 + 2, SPEC) for i in (3, 4)]
+    *_, got = await asyncio.gather(*settles, rstore.load(key, arms, SPEC))
+    assert rstore.stats.bytes_in == fetched  # nothing fetched
+    assert rstore.stats.flushed_commands == commands + 3  # two settles, one load call
+
+    other = await redis_store(redis_url, flush=False)
+    try:
+        await other.settle("p:0006", 0.25, T0 + 3, SPEC)  # arm "a", behind this replica's back
+        settle = rstore.settle("p:0008", 0.75, T0 + 3, SPEC)  # arm "a" too
+        _, got = await asyncio.gather(settle, rstore.load(key, arms, SPEC))
+        assert rstore.stats.bytes_in > fetched  # "a" was fetched after all
+        assert rstore.stats.flushed_commands == commands + 6  # settle, load, load of "a"
+        want = await other.load(key, arms, SPEC)
+    finally:
+        await other.close()
+    assert want.arms["a"].n == 4
+    for arm in arms:
+        g, w = got.arms[arm], want.arms[arm]
+        assert (g.n, g.s.tobytes(), g.b.tobytes()) == (w.n, w.s.tobytes(), w.b.tobytes())
+        np.testing.assert_allclose(g.a_inv, w.a_inv, rtol=1e-9, atol=1e-12)

@@ -9,6 +9,13 @@ with a future, and the first one queued in a turn schedules a flush for the next
 write carries every queued command, as a pipeline (not a transaction: each script stays atomic
 on its own, as before), and replies are handed to the futures in order as they arrive.
 
+One pipeline is in flight at a time: commands queued while one is answered wait for its last
+reply, then leave together with those its callers send next (a flush scheduled then runs after
+the tasks its replies woke). Redis runs one command at a time anyway, so they lose at most
+that round trip's latency, and under load a pipeline carries several Route+Feedbacks' commands
+where a flush per loop turn carried one or two (the daemon's gRPC events arrive a few per
+turn): fewer round trips, and less CPU on both sides (docs/redis.md, "Coalescing").
+
 - One dedicated connection per store (one socket, one read callback): no pool, no per-call
   task. hiredis packs the commands (RESP) and parses the replies. (redis-py's own pipeline
   object costs about 30 µs per command and sends SCRIPT EXISTS before each pipeline that holds
@@ -33,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import hiredis
@@ -79,26 +86,37 @@ class CoalescerStats:
 
 
 class _Wire(asyncio.Protocol):
-    """One connection: replies are matched to waiting futures in the order commands went out."""
+    """One connection: replies are matched to waiting futures in the order commands went out.
+    `on_batch()` runs when the last reply of a pipeline has been handed out, `on_lost(exc)`
+    when the connection fails."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._reader = hiredis.Reader(replyError=ResponseError)
         self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.batches: deque[int] = deque()  # replies still due, per pipeline in flight
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.progress = loop.time()  # last reply (or first command sent to an idle wire)
+        self.on_batch: Callable[[], None] | None = None
+        self.on_lost: Callable[[Exception], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        reader, waiters = self._reader, self.waiters
+        reader, waiters, batches = self._reader, self.waiters, self.batches
         reader.feed(data)
+        completed = False
         try:
             while (reply := reader.gets()) is not False:
                 future = waiters.popleft()
+                if batches[0] == 1:
+                    batches.popleft()
+                    completed = True
+                else:
+                    batches[0] -= 1
                 if future.done():  # its caller was cancelled: the reply is dropped
                     continue
                 if isinstance(reply, ResponseError):
@@ -109,6 +127,8 @@ class _Wire(asyncio.Protocol):
             self.fail(RedisConnectionError(f"redis reply out of step: {exc!r}"))
             return
         self.progress = self._loop.time()
+        if completed and self.on_batch is not None:
+            self.on_batch()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(RedisConnectionError(f"connection to redis lost: {exc!r}"))
@@ -117,18 +137,24 @@ class _Wire(asyncio.Protocol):
         if not self.waiters:
             self.progress = self._loop.time()
         self.waiters.extend(futures)
+        self.batches.append(len(futures))
         assert self.transport is not None
         self.transport.write(data)
 
     def fail(self, exc: Exception) -> None:
         """Close the connection; every command still waiting gets `exc`."""
+        if self.lost:
+            return
         self.lost = True
         if self.transport is not None:
             self.transport.abort()
         waiters, self.waiters = self.waiters, deque()
+        self.batches.clear()
         for future in waiters:
             if not future.done():
                 future.set_exception(exc)
+        if self.on_lost is not None:
+            self.on_lost(exc)
 
 
 class Coalescer:
@@ -199,6 +225,8 @@ class Coalescer:
                 assert self._loop is not None
                 self._opening = self._loop.create_task(self._open())
             return  # _open flushes the queue once connected, or fails it
+        if wire.batches:  # one pipeline at a time: the next one leaves when it is answered
+            return
         data, futures = self._data, self._futures
         self._data, self._futures = [], []
         wire.send(b"".join(data), futures)
@@ -218,7 +246,6 @@ class Coalescer:
         due = wire.progress + self._timeout_s
         if self._loop.time() >= due:
             wire.fail(RedisTimeoutError(f"no reply from redis within {self._timeout_s} s"))
-            self._wire = None
         else:
             self._timer = self._loop.call_at(due, self._check)
 
@@ -234,10 +261,28 @@ class Coalescer:
                 if not future.done():
                     future.set_exception(error)
         else:
+            wire.on_batch = self._answered
+            wire.on_lost = self._lost
             self._wire = wire
             self._flush()
         finally:
             self._opening = None
+
+    def _answered(self) -> None:
+        """A pipeline was answered: the commands queued meanwhile leave, with those its callers
+        send next (their tasks were woken first, so they run before this flush)."""
+        if self._futures and not self._scheduled:
+            assert self._loop is not None
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _lost(self, exc: Exception) -> None:
+        """The connection failed: the commands held back for it fail as its pipeline did."""
+        self._wire = None
+        futures, self._data, self._futures = self._futures, [], []
+        for future in futures:
+            if not future.done():
+                future.set_exception(exc)
 
     async def _connect(self) -> _Wire:
         """A new connection, authenticated and on the right db, within timeout_s."""

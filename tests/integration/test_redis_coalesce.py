@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from banditd.server.service import RouterService
 from banditd.state.coalescer import Coalescer
 from banditd.state.redis_store import RedisModelStore
 from banditd.types import ModelKey, Outcome
+from tests.integration.conftest import start_redis
 from tests.integration.test_redis_store import SPEC, T0, pending, redis_store
 from tests.integration.traffic import redis_daemon_settings
 
@@ -228,3 +231,32 @@ async def test_a_load_leaves_in_redis_the_sums_its_own_settles_bring(
         g, w = got.arms[arm], want.arms[arm]
         assert (g.n, g.s.tobytes(), g.b.tobytes()) == (w.n, w.s.tobytes(), w.b.tobytes())
         np.testing.assert_allclose(g.a_inv, w.a_inv, rtol=1e-9, atol=1e-12)
+
+
+async def test_commands_sent_while_a_pipeline_is_answered_leave_together(tmp_path: Path):
+    """One pipeline at a time: commands queued in later loop turns while the first one waits
+    for its reply (Redis is stopped, so it cannot have come) leave together once it comes."""
+    proc, port = start_redis(tmp_path)
+    client = aioredis.from_url(f"redis://127.0.0.1:{port}/0")
+    coalescer = Coalescer(client, timeout_s=10.0)
+    try:
+        assert await coalescer.execute("PING") == b"PONG"  # connected
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            first = coalescer.execute("SET", "k", "1")
+            later = []
+            for i in range(3):  # three loop turns, each queueing one command
+                await asyncio.sleep(0)
+                later.append(coalescer.execute("INCR", f"n{i}"))
+            await asyncio.sleep(0)
+            assert coalescer.stats.flushes == 2  # PING, then SET; the INCRs are held back
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        assert await first == b"OK"
+        assert await asyncio.gather(*later) == [1, 1, 1]
+        assert (coalescer.stats.flushes, coalescer.stats.flushed_commands) == (3, 5)
+    finally:
+        await coalescer.aclose()
+        await client.aclose()
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -128,6 +128,7 @@ async def concurrent(
     pool = requests(dim, arms)
     rnd = random.Random(3)
     latencies: list[float] = []
+    route_latencies: list[float] = []  # unary mode: the Route alone
     done = 0
     failed = 0  # batch mode: reward items the server answered with an error code
     total = 0  # every completed round trip, warm-up included (for server CPU per round trip)
@@ -141,9 +142,12 @@ async def concurrent(
         while not stop:
             t0 = time.perf_counter()
             response = await stub.Route(pool[i % POOL], timeout=10)
+            routed = time.perf_counter()
             reward = pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random())
             i += inflight
             if batch == 1:
+                if measuring:
+                    route_latencies.append(routed - t0)
                 await stub.Feedback(reward, timeout=10)
                 acknowledged = 1
             else:
@@ -189,6 +193,7 @@ async def concurrent(
         "batch": batch,
         "failed_items": failed,
         "pair": percentiles(latencies),
+        "route": percentiles(route_latencies if batch == 1 else latencies),
     }
 
 

@@ -31,7 +31,7 @@ from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.config import Settings
 from banditd.server.app import build_daemon
 from banditd.state import keys
-from banditd.state.redis_store import RedisModelStore
+from banditd.state.redis_store import RedisModelStore, RedisStoreParams
 
 ARMS = ("a", "b", "c")
 
@@ -59,10 +59,15 @@ class Cost:
 
 
 def settings(
-    url: str, features: int, coalesce: bool | None = None, arms: tuple[str, ...] = ARMS
+    url: str,
+    features: int,
+    coalesce: bool | None = None,
+    arms: tuple[str, ...] = ARMS,
+    backend: str = "redis",
 ) -> Settings:
     names = [f"x{i}" for i in range(features)]
-    redis: dict[str, object] = {"url": url, "health_interval_s": 3600}
+    # timeout_s: a loaded 2-vCPU machine can hold a pooled call longer than the default 0.25 s
+    redis: dict[str, object] = {"url": url, "health_interval_s": 3600, "timeout_s": 2.0}
     if coalesce is not None:
         redis["coalesce"] = coalesce
     return Settings(
@@ -76,7 +81,7 @@ def settings(
             "grace_s": 0,
             "sweep_interval_s": 3600,
         },  # type: ignore[arg-type]
-        store={"backend": "redis", "redis": redis},  # type: ignore[arg-type]
+        store={"backend": backend, "redis": redis},  # type: ignore[arg-type]
         policies={"chat": {"arms": list(arms), "features": {"numeric": names}}},  # type: ignore[dict-item]
     )
 
@@ -148,7 +153,7 @@ class LoadCost:
     features: int
     arms: int
     inflight: int
-    coalesce: bool | None
+    coalesce: bool | str | None  # "memory": the in-memory store
     pairs: int
     reads: int  # read events Redis processed on client sockets: the round trips it saw
     scripts: int  # script calls Redis ran (EVALSHA, EVAL)
@@ -198,17 +203,21 @@ async def measure_load(
     inflight: int = 64,
     pairs: int = 3000,
     coalesce: bool | None = None,
+    backend: str = "redis",
 ) -> LoadCost:
     """`inflight` workers each loop Route then Feedback through the daemon's RouterService
-    in-process (no gRPC, no server started) until `pairs` round trips are done."""
+    in-process (no gRPC, no server started) until `pairs` round trips are done. With
+    backend="memory", the same on the in-memory store (the Redis columns are then 0)."""
     from banditd.server.service import RouterService
 
     client = aioredis.from_url(url)
     await client.flushdb()
     ids = tuple(f"a{i}" for i in range(arms))
-    daemon = build_daemon(settings(url, features, coalesce, ids))
+    daemon = build_daemon(settings(url, features, coalesce, ids, backend))
     store = daemon.store
-    assert isinstance(store, RedisModelStore)
+    memory = not isinstance(store, RedisModelStore)
+    if memory:  # a stand-in with the counters the Redis store has
+        store = RedisModelStore(client, RedisStoreParams(coalesce=False))
     service = RouterService(daemon.router, daemon.metrics)
     rnd = random.Random(0)
     requests = [
@@ -248,7 +257,8 @@ async def measure_load(
         await asyncio.gather(*(worker(i) for i in range(inflight)))
 
     try:
-        await store.ping()
+        if not memory:
+            await store.ping()
         await run(max(pairs // 4, 4 * inflight))  # warm: every arm learned, caches hot
         latencies.clear()
         flushes, calls = store.stats.flushes, 0
@@ -259,12 +269,12 @@ async def measure_load(
         after = await _redis_counters(client)
         writes = calls + store.stats.flushes - flushes
     finally:
-        await store.close()
+        await store.close()  # (closes `client` too when it stood in for the memory store)
         await client.aclose()
     ordered = sorted(latencies)
     p99 = statistics.quantiles(ordered, n=100, method="inclusive")[98]
     return LoadCost(
-        features + 1, arms, inflight, coalesce, pairs,
+        features + 1, arms, inflight, "memory" if memory else coalesce, pairs,
         after[0] - before[0] - 3, after[1] - before[1],  # (less the three INFO calls)
         writes, after[2] - before[2], after[3] - before[3], after[4] - before[4], cpu, wall,
         (1e6 * statistics.median(ordered), 1e6 * p99),
@@ -279,7 +289,7 @@ def show_load(rows: list[LoadCost]) -> None:
     )
     for c in rows:
         p = c.per_pair()
-        mode = {None: "default", True: "on", False: "off"}[c.coalesce]
+        mode = {None: "default", True: "on", False: "off", "memory": "(memory)"}[c.coalesce]
         print(f"{c.features:<4}{c.arms:<4}{c.inflight:>9}  {mode:>8}{p['round_trips']:>13.2f}"
               f"{p['scripts']:>10.2f}{p['writes']:>8.2f}{p['redis_cpu_us']:>14.1f}"
               f"{p['script_us']:>10.1f}{p['bytes_out']:>14.0f}{p['daemon_cpu_us']:>15.0f}{p['pairs_per_s']:>9.0f}{c.latency_us[0]:>8.0f}"
@@ -317,9 +327,9 @@ async def main(argv: list[str] | None = None) -> None:
                               f"{p['bytes_to_redis']:>14.0f}{p['bytes_from_redis']:>14.0f}"
                               f"{p['redis_cpu_us']:>14.1f}  | {c.state_bytes:>8} B")  # fmt: skip
             rows = [
-                await measure_load(url, 31, 16, args.inflight, args.pairs, coalesce)
+                await measure_load(url, 31, 16, args.inflight, args.pairs, coalesce, backend)
                 for _ in range(args.repeats)
-                for coalesce in LOAD_MODES
+                for backend, coalesce in LOAD_MODES
             ]
             show_load(rows)
         finally:
@@ -327,7 +337,8 @@ async def main(argv: list[str] | None = None) -> None:
             proc.wait(timeout=10)
 
 
-LOAD_MODES = (False, True)  # store.redis.coalesce, alternating
+# (store.backend, store.redis.coalesce), alternating; the memory store for reference
+LOAD_MODES = (("memory", None), ("redis", False), ("redis", True))
 
 if __name__ == "__main__":
     asyncio.run(main())

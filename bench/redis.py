@@ -3,13 +3,14 @@
     python -m bench.redis [--quick] [--redis-cpu 0|1|none] [--shape 32x16]
 
 Three `banditd serve` processes pinned to CPU0, measured in the same interleaved repeats by the
-same load generator (bench/loadgen.py `conc`: Route then Feedback, 64 in flight, pinned to
-CPU1): the memory store, and the Redis store with store.redis.coalesce = false (one pooled
-redis-py call per script: the state before coalescing) and = true. Per server: round trips/s
-(medians), Route p50/p99 under load, the daemon's CPU per round trip; for the Redis rows also
-what Redis saw per Route+Feedback, from its INFO before and after each run: round trips (read
-events on client sockets), script calls, and its own CPU (user + system). The ratios are the
-Redis rows' round trips/s over the memory store's (target: at least 70% with coalescing).
+same load generator (bench/loadgen.py, pinned to CPU1: `seq`, one Route then Feedback at a
+time, and `conc`, 64 in flight): the memory store, and the Redis store with
+store.redis.coalesce = false (one pooled redis-py call per script: the state before
+coalescing) and = true. Per server and mode: round trips/s (medians), Route p50/p99, the
+daemon's CPU per round trip; for the Redis rows also what Redis saw per Route+Feedback, from
+its INFO before and after each run: round trips (read events on client sockets), script calls,
+and its own CPU (user + system). The ratios are the Redis rows' round trips/s over the memory
+store's (target under load: at least 70% with coalescing).
 
 redis-server runs on CPU1 by default, beside the load generator: in a deployment it runs on
 another machine, and on CPU0 it would take its CPU per Route+Feedback from the daemon's core
@@ -87,25 +88,31 @@ def measure(
     plan: grpc_section.Plan,
     dim: int,
     arms: int,
-) -> dict[str, list[dict[str, object]]]:
-    """Interleaved loaded runs, order rotated per repeat; each run with its CPU and Redis
-    counts per round trip (over every round trip the run completed, warm-up included)."""
-    runs: dict[str, list[dict[str, object]]] = {name: [] for name in targets}
+) -> dict[str, dict[str, list[dict[str, object]]]]:
+    """Interleaved runs, order rotated per repeat: each server a sequential run, then a loaded
+    one; each run with its CPU and Redis counts per round trip (over every round trip the
+    run completed, warm-up included)."""
+    runs: dict[str, dict[str, list[dict[str, object]]]] = {
+        name: {"seq": [], "conc": []} for name in targets
+    }
     names = list(targets)
     for repeat in range(plan.repeats):
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            args = ["conc", "--target", targets[name], "--dim", str(dim), "--arms", str(arms),
-                    "--inflight", str(plan.inflight), "--seconds", str(plan.seconds),
-                    "--warmup-seconds", str(plan.warmup_seconds)]  # fmt: skip
-            before, cpu = redis_counters(client), cpu_seconds(pids[name])
-            run = run_client(args)
-            used, after = cpu_seconds(pids[name]) - cpu, redis_counters(client)
-            total = float(run["round_trips_total"])  # type: ignore[arg-type]
-            run["server_cpu_us"] = 1e6 * used / total
-            run["redis_round_trips"] = (after[0] - before[0] - 3) / total  # less 3 INFO calls
-            run["redis_scripts"] = (after[1] - before[1]) / total
-            run["redis_cpu_us"] = 1e6 * (after[2] - before[2]) / total
-            runs[name].append(run)
+            shape = ["--target", targets[name], "--dim", str(dim), "--arms", str(arms)]
+            for mode, args in (
+                ("seq", ["seq", *shape, "--calls", str(plan.calls)]),
+                ("conc", ["conc", *shape, "--inflight", str(plan.inflight), "--seconds",
+                          str(plan.seconds), "--warmup-seconds", str(plan.warmup_seconds)]),
+            ):  # fmt: skip
+                before, cpu = redis_counters(client), cpu_seconds(pids[name])
+                run = run_client(args)
+                used, after = cpu_seconds(pids[name]) - cpu, redis_counters(client)
+                total = float(run["round_trips_total"])  # type: ignore[arg-type]
+                run["server_cpu_us"] = 1e6 * used / total
+                run["redis_round_trips"] = (after[0] - before[0] - 3) / total  # less 3 INFOs
+                run["redis_scripts"] = (after[1] - before[1]) / total
+                run["redis_cpu_us"] = 1e6 * (after[2] - before[2]) / total
+                runs[name][mode].append(run)
     return runs
 
 
@@ -119,9 +126,13 @@ def _median(runs: Sequence[dict[str, object]], *path: str) -> float:
     return statistics.median(values)
 
 
-def summarise(runs: dict[str, list[dict[str, object]]]) -> dict[str, object]:
+Runs = dict[str, dict[str, list[dict[str, object]]]]  # server -> mode -> runs
+
+
+def _rows(runs: Runs, mode: str) -> list[dict[str, object]]:
     rows = []
-    for name, each in runs.items():
+    for name, by_mode in runs.items():
+        each = by_mode[mode]
         rates = [float(r["round_trips_per_s"]) for r in each]  # type: ignore[arg-type]
         redis = SERVERS[name][0] == "redis"
         rows.append({
@@ -135,15 +146,23 @@ def summarise(runs: dict[str, list[dict[str, object]]]) -> dict[str, object]:
             "scripts/rt": _median(each, "redis_scripts") if redis else None,
             "Redis CPU µs/rt": _median(each, "redis_cpu_us") if redis else None,
         })  # fmt: skip
-    by = {str(r["server"]): float(r["round trips/s"]) for r in rows}  # type: ignore[arg-type]
-    ratios = {f"{name} / {MEMORY}": by[name] / by[MEMORY] for name in (POOLED, COALESCED)}
-    ratios[f"{COALESCED} / {POOLED}"] = by[COALESCED] / by[POOLED]
+    return rows
+
+
+def summarise(runs: Runs) -> dict[str, object]:
+    rows, seq_rows = _rows(runs, "conc"), _rows(runs, "seq")
+    ratios: dict[str, float] = {}
+    for mode, table in (("loaded", rows), ("sequential", seq_rows)):
+        by = {str(r["server"]): float(r["round trips/s"]) for r in table}  # type: ignore[arg-type]
+        for name in (POOLED, COALESCED):
+            ratios[f"{mode}: {name} / {MEMORY}"] = by[name] / by[MEMORY]
+        ratios[f"{mode}: {COALESCED} / {POOLED}"] = by[COALESCED] / by[POOLED]
     paired = {}  # within each repeat: a slow drift of the machine cancels out
     for name in (POOLED, COALESCED):
-        ours = [float(r["round_trips_per_s"]) for r in runs[name]]  # type: ignore[arg-type]
-        base = [float(r["round_trips_per_s"]) for r in runs[MEMORY]]  # type: ignore[arg-type]
-        paired[f"{name} / {MEMORY}"] = [a / b for a, b in zip(ours, base, strict=True)]
-    return {"rows": rows, "ratios": ratios, "paired": paired, "runs": runs}
+        ours = [float(r["round_trips_per_s"]) for r in runs[name]["conc"]]  # type: ignore[arg-type]
+        base = [float(r["round_trips_per_s"]) for r in runs[MEMORY]["conc"]]  # type: ignore[arg-type]
+        paired[f"loaded: {name} / {MEMORY}"] = [a / b for a, b in zip(ours, base, strict=True)]
+    return {"rows": rows, "seq_rows": seq_rows, "ratios": ratios, "paired": paired, "runs": runs}
 
 
 def main(
@@ -187,10 +206,11 @@ def main(
         finally:
             for process in reversed(processes):
                 process.stop()
-    show(result["rows"], f"under load: {plan.inflight} Route+Feedback in flight (medians; rt ="  # type: ignore[arg-type]
+    show(result["seq_rows"], "sequential: one Route+Feedback at a time (medians; rt ="  # type: ignore[arg-type]
          " Route+Feedback; Redis columns from its INFO, per rt)")  # fmt: skip
+    show(result["rows"], f"under load: {plan.inflight} Route+Feedback in flight (medians)")  # type: ignore[arg-type]
     for label, ratio in result["ratios"].items():  # type: ignore[attr-defined]
-        target = f" (target ≥ {TARGET:.0%})" if label == f"{COALESCED} / {MEMORY}" else ""
+        target = f" (target ≥ {TARGET:.0%})" if label == f"loaded: {COALESCED} / {MEMORY}" else ""
         print(f"  {label}: {100 * ratio:.0f}%{target}")
     for label, each in result["paired"].items():  # type: ignore[attr-defined]
         print(

@@ -636,6 +636,11 @@ class RedisSettings(_Section):
     max_connections: int = Field(
         64, ge=2, description="client pool size; calls beyond it wait for a free connection"
     )
+    coalesce: bool = Field(
+        True,
+        description="send the scripts of concurrent Routes and Feedbacks as one pipeline per"
+        " event-loop turn over one connection (false: one pooled call each)",
+    )
 
     @field_validator("url")
     @classmethod

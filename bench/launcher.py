@@ -163,15 +163,15 @@ def redis_ready(port: int) -> bool:
         return s.recv(16).startswith(b"+PONG")
 
 
-def start_redis(directory: Path, pin: bool = True) -> tuple[Process, str]:
-    """A throwaway redis-server on a free loopback port, pinned to the server CPU (or not)."""
+def start_redis(directory: Path, cpu: int | None = SERVER_CPU) -> tuple[Process, str]:
+    """A throwaway redis-server on a free loopback port, pinned to `cpu` (None: not pinned)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(directory)]  # fmt: skip
-    process = Process("redis-server", pinned(SERVER_CPU, argv) if pin else argv)
+    process = Process("redis-server", argv if cpu is None else pinned(cpu, argv))
     process.wait_until(lambda: redis_ready(port), timeout_s=10)
     return process, f"redis://127.0.0.1:{port}/0"
 

@@ -227,7 +227,7 @@ def main(quick: bool = False, shape: tuple[int, int] = (32, 16)) -> dict[str, ob
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         workdir = Path(tmp)
         try:
-            redis, url = start_redis(workdir, pin=False)
+            redis, url = start_redis(workdir, cpu=None)
             processes.append(redis)
             for workers, name in ((1, ONE), (2, TWO)):
                 db_url = url.rsplit("/", 1)[0] + f"/{workers}"

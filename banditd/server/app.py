@@ -148,7 +148,8 @@ def build_redis_store(settings: Settings, role: WorkerRole | None = None) -> Red
         prefix=r.key_prefix, timeout_s=r.timeout_s, pending_grace_s=r.pending_grace_s,
         tombstone_ttl_s=settings.store.tombstone_ttl_s, max_buffered=r.max_buffered,
         buffer_max_age_s=r.buffer_max_age_s, spill_path=r.spill_path, cache_bytes=r.cache_mb << 20,
-        max_connections=r.max_connections, spill_adopt=spill_adoptions(r.spill_path, role),
+        max_connections=r.max_connections, coalesce=r.coalesce,
+        spill_adopt=spill_adoptions(r.spill_path, role),
     )  # fmt: skip
     return RedisModelStore(connect(conn), params)
 

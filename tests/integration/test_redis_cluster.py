@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 from collections.abc import Iterator
 
 import grpc
+import numpy as np
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
@@ -20,6 +22,7 @@ from banditd.server.app import build_daemon
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
 from banditd.state.redis_store import RedisModelStore
+from banditd.types import ModelSpec, Outcome, PendingDecision
 from tests.integration.conftest import start_redis
 from tests.integration.test_redis_store import run_table
 from tests.integration.traffic import (
@@ -135,3 +138,34 @@ async def test_two_replicas_on_a_cluster_equal_single_replay(cluster_url: str):
     sums = await stored_sums(client)
     await client.aclose()
     assert_state_equals_replay(sums, applied, daemons[0].router._policies["chat"].spec)
+
+
+async def test_cluster_store_coalesces_concurrent_calls_into_one_pipeline_per_wave(
+    cluster_url: str,
+):
+    """On a Cluster each flush is one redis-py ClusterPipeline (split by node): 12 records of
+    three policies (so on different slots, most likely different nodes) started together go
+    out in one flush, then their 12 settles in one, all applied."""
+    await flush(cluster_url)
+    store = RedisModelStore(connect(RedisConnection(cluster_url, timeout_s=2.0, cluster=True)))
+    spec = ModelSpec(dim=2, fingerprint="f")
+    x = np.array([1.0, 0.5])
+    decisions = [
+        PendingDecision(f"{policy}:{i:04x}", policy, "", "a", x, 1.0, 0, 1.0, 1e12)
+        for policy in ("p", "q", "r")
+        for i in range(4)
+    ]
+    try:
+        for policy in ("p", "q", "r"):  # each policy registered, both scripts cached
+            first = dataclasses.replace(decisions[0], decision_id=f"{policy}:ffff", policy=policy)
+            await store.record(first)
+            await store.settle(first.decision_id, 0.0, 1.0, spec)
+        flushes = store.stats.flushes
+        await asyncio.gather(*(store.record(d) for d in decisions))
+        settled = await asyncio.gather(
+            *(store.settle(d.decision_id, 1.0, 2.0, spec) for d in decisions)
+        )
+        assert store.stats.flushes == flushes + 2
+    finally:
+        await store.close()
+    assert {s.outcome for s in settled} == {Outcome.APPLIED}

@@ -245,14 +245,14 @@ async def test_load_does_not_refactorise_an_arm_its_own_settle_already_moved(
     await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
     await rstore.load(key, arms, SPEC)  # cache: a at the first stamp
     await rstore.record(pending(2, "a", [1.0, 2.0, 0.5], T0))
-    inner = rstore.call
+    inner = rstore.translate  # (every Redis call goes through it, coalesced or not)
 
     async def settle_first(make):  # type: ignore[no-untyped-def]
-        rstore.call = inner  # type: ignore[method-assign]
+        rstore.translate = inner  # type: ignore[method-assign]
         await rstore.settle("p:0002", 0.5, T0 + 2, SPEC)  # runs and is absorbed first
         return await make()  # the load, with the stamp it held before the settle
 
-    rstore.call = settle_first  # type: ignore[method-assign]
+    rstore.translate = settle_first  # type: ignore[method-assign]
     fetched, refactorised = rstore.stats.bytes_in, rstore.stats.refactorised
     got = await rstore.load(key, arms, SPEC)
     assert rstore.stats.absorbed == 1

@@ -19,7 +19,7 @@ turn): fewer round trips, and less CPU on both sides (docs/redis.md, "Coalescing
 - One dedicated connection per store (one socket, one read callback): no pool, no per-call
   task. hiredis packs the commands (RESP) and parses the replies. (redis-py's own pipeline
   object costs about 30 µs per command and sends SCRIPT EXISTS before each pipeline that holds
-  a script; this path about 10; `make redis-route-cost` and docs/redis.md have the numbers.)
+  a script; this path about 10: docs/redis.md, "Coalescing".)
 - An error reply fails only its caller. NOSCRIPT (Redis restarted or SCRIPT FLUSH) is answered
   by sending that one call again as EVAL, which also caches the script again.
 - A connection failure fails every command in flight on it with redis-py's ConnectionError;

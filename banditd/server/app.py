@@ -39,6 +39,7 @@ from banditd.features.batcher import BatchingEncoder
 from banditd.features.encoder import EncoderOptions, OnnxTextEncoder
 from banditd.features.pipeline import PipelineExtractor
 from banditd.features.schema import NumericExtractor
+from banditd.feedback import ids
 from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
 from banditd.server.admin_service import AdminService
@@ -129,6 +130,13 @@ def build_store(settings: Settings) -> ModelStore:
 
 
 # --- redis backend (docs/redis.md) ---------------------------------------------------------
+def decision_ids(settings: Settings) -> Callable[[str, str], str]:
+    """How Route names decisions: with their segment's tag, unless the Redis store keeps the
+    layout before segment tags (key_layout = "policy"), whose replicas expect untagged ids."""
+    redis = settings.store.backend == "redis" and settings.store.redis.key_layout == "policy"
+    return ids.untagged_decision_id if redis else ids.new_decision_id
+
+
 def build_redis_store(settings: Settings) -> RedisModelStore:
     r = settings.store.redis
     conn = RedisConnection(
@@ -139,7 +147,7 @@ def build_redis_store(settings: Settings) -> RedisModelStore:
         prefix=r.key_prefix, timeout_s=r.timeout_s, pending_grace_s=r.pending_grace_s,
         tombstone_ttl_s=settings.store.tombstone_ttl_s, max_buffered=r.max_buffered,
         buffer_max_age_s=r.buffer_max_age_s, spill_path=r.spill_path, cache_bytes=r.cache_mb << 20,
-        max_connections=r.max_connections,
+        max_connections=r.max_connections, key_layout=r.key_layout,
     )  # fmt: skip
     return RedisModelStore(connect(conn), params)
 
@@ -187,9 +195,7 @@ async def _watch_once(
         now = getattr(st, name)
         counter.inc(now - seen[name])
         seen[name] = now
-    if ok:
-        if serving is not True:  # first answer, or back from an outage: once per policy
-            await store.index_segments(daemon.router.policy_names, time.time())
+    if ok:  # (the ping brought the Redis to the store's key layout first: layout.py)
         await sync_arms(daemon, store)
     m.hot.degraded = 0 if ok else 1
     m.outage_buffered.set(st.buffered)
@@ -445,6 +451,7 @@ def build_daemon(
         template=template if settings.auto_create_policies else None,
         pager=pager,
         max_auto_policies=settings.max_auto_policies,
+        new_id=decision_ids(settings),
     )
     metrics = Metrics()
     metrics.registry.register(Counts(lambda: guard_counts(router, store)))

@@ -108,7 +108,7 @@ async def measure(url: str, features: int, feedback: bool, routes: int = 200) ->
             round_trips = calls  # before stop(): its final expiry sweep is not a Route's cost
             stats = await client.info("commandstats")
             net = await client.info("stats")
-            blobs = await client.hgetall(keys.Keys().sums("chat"))
+            blobs = await client.hgetall(keys.Keys().sums(keys.Keys().segment_slot("chat", "")))
     finally:
         await daemon.stop(grace_s=0)
         await client.aclose()

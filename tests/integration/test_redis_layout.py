@@ -251,6 +251,44 @@ async def test_the_policy_layout_refuses_a_migrated_redis(redis_url: str, client
         await old.close()
 
 
+async def test_a_policy_layout_replica_stops_learning_once_the_redis_is_migrated(
+    redis_url: str, client: aioredis.Redis
+) -> None:
+    """The rolling upgrade's second step (key_layout "policy" -> "segment") has both kinds of
+    replica for a while. Once a "segment" one migrated the Redis, a "policy" one neither
+    learns into the keys nobody reads any more (its settle is refused, UNAVAILABLE: the caller
+    retries elsewhere; its Routes are degraded) nor answers NOT_FOUND for a tagged id; its
+    next ping sees the migration and it refuses everything. Its decisions settle once on the
+    others."""
+    old = store(redis_url, key_layout="policy")
+    new = store(redis_url)
+    try:
+        first, second = (decision(old_id(), "s1", "a", [1.0, 0.5]) for _ in range(2))
+        for d in (first, second):
+            await old.record(d)
+        assert (await old.settle(first.decision_id, 1.0, T0 + 1, SPEC)).outcome is Outcome.APPLIED
+        assert await old.ping()
+        assert await new.ping()  # migrates
+        with pytest.raises(StateUnavailableError, match="key_layout"):
+            await old.settle(second.decision_id, 1.0, T0 + 2, SPEC)
+        assert (await old.load(ModelKey("p", "s1"), ["a"], SPEC)).degraded
+        assert await client.exists("banditd:{p}:sums") == 0
+        fresh = decision(ids.new_decision_id("r", "s1"), "s1", "a", [1.0, 0.5], policy="r")
+        await new.record(fresh)  # a policy the migration never saw
+        with pytest.raises(StateUnavailableError, match="retry"):
+            await old.settle(fresh.decision_id, 1.0, T0 + 2, SPEC)
+        assert not await old.ping()
+        with pytest.raises(StateUnavailableError, match="key_layout"):
+            await old.call(lambda: old.client.ping())
+        answers = [await s.settle(d.decision_id, 1.0, T0 + 2, SPEC)
+                   for s in (new, new) for d in (second, fresh)]  # fmt: skip
+        assert [a.outcome.value for a in answers] == ["applied"] * 2 + ["duplicate"] * 2
+        assert (await new.load(ModelKey("p", "s1"), ["a"], SPEC)).arms["a"].n == 2
+    finally:
+        await old.close()
+        await new.close()
+
+
 # -- a daemon upgraded in place, over gRPC ----------------------------------------------------
 def route(segment: str, rnd: random.Random) -> pb.RouteRequest:
     features = {"x1": rnd.choice([-1.0, 0.5, 1.0]), "x2": rnd.choice([-0.5, 0.0, 1.0])}

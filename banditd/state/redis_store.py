@@ -779,12 +779,19 @@ class RedisModelStore:
         due = due[:limit]
         mode = "expire" if spec is not None else "orphan"
         spec_args = self._spec_args(spec or ModelSpec(dim=1), now)
-        calls = []
-        for slot, raw in due:
+        legacy = self._keys.legacy(policy) if self._keys.per_segment else None
+        replies: list[Any] = [None] * len(due)
+        together: dict[int, Awaitable[list[Any]]] = {}
+        for i, (slot, raw) in enumerate(due):
             decision_id = raw.decode()
             args: list[bytes | str] = [decision_id, mode, b"", codec.encode_f64(now), *spec_args]
-            calls.append(self._settle_any(decision_id, policy, args, now, found_in=slot))
-        replies = await asyncio.gather(*calls)
+            settle = self._settle_any(decision_id, policy, args, now, found_in=slot)
+            if slot == legacy:  # an untagged id, moved then settled: in deadline order
+                replies[i] = await settle
+            else:
+                together[i] = settle
+        for i, reply in zip(together, await asyncio.gather(*together.values()), strict=True):
+            replies[i] = reply
         done: list[Settlement] = []
         for (_, raw), reply in zip(due, replies, strict=True):
             head = reply[0].decode()

@@ -4,6 +4,7 @@ on different slots and shards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import random
@@ -11,7 +12,8 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -55,13 +57,14 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-@pytest.fixture(scope="module")
-def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Three redis-server masters joined by `redis-cli --cluster create` on free ports."""
+@contextlib.contextmanager
+def running_cluster(mkdir: Callable[[str], Path]) -> Iterator[str]:
+    """Three redis-server masters joined by `redis-cli --cluster create` on free ports; the
+    URL of the first."""
     procs, ports = [], []
     try:
         for i in range(3):
-            d = tmp_path_factory.mktemp(f"cluster{i}")
+            d = mkdir(f"cluster{i}")
             extra = ("--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"))
             proc, port = start_redis(d, port=cluster_port(), extra=extra)
             procs.append(proc)
@@ -88,6 +91,12 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_cluster(tmp_path_factory.mktemp) as url:
+        yield url
 
 
 async def flush(url: str) -> None:

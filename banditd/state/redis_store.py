@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ PRUNE_EVERY_S = 60.0  # how often the sweep looks for a policy's idle segments
 MAX_FIELD_LISTS = 4096  # cached load.lua field lists, one per (segment, candidate list)
 MAX_TOUCHED = 16_384  # segments this replica remembers registering, and when (sizing.py)
 REFRESH_S = 60.0  # a segment's last use is refreshed at most this often (per replica)
+MAX_VISIT_GAP_S = 300.0  # the expiry sweep looks at every slot at least this often
 CLOCK_SKEW_S = 30.0  # replicas' clocks may differ this much (buffered-id retry window)
 MIGRATED = (
     "the Redis state moved to per-segment slots (a replica with store.redis.key_layout ="
@@ -200,6 +202,8 @@ class RedisModelStore:
         )  # fmt: skip
         self._known_tags: set[tuple[str, str]] = set()  # (policy, tag) in the policy's tags set
         self._touched: dict[tuple[str, str], float] = {}  # (policy, segment) -> registered at
+        self._next_visit: dict[Slot, float] = {}  # the sweep need not look at a slot before
+        self._tag_slots: dict[str, list[Slot]] = {}  # the tags set, as the sweep last read it
         self._fields: dict[tuple[str, tuple[ArmId, ...]], tuple[str, str, str, str]] = {}
         self._cache: dict[ModelKey, dict[ArmId, _Cached]] = {}  # least recently loaded first
         self._cache_bytes = 0
@@ -281,6 +285,35 @@ class RedisModelStore:
             raise StateUnavailableError(f"redis refused the call: {exc}") from exc
         finally:
             slots.release()
+
+    async def pipelined(self, commands: Sequence[Callable[[Any], Any]]) -> list[Any]:
+        """Plain commands (each a function of a pipeline, e.g. methodcaller("hmget", ...)) in
+        one call: one round trip, or one per node of a Cluster (a policy's slots: one
+        command each, which must not take a pooled connection each)."""
+
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for command in commands:
+                command(pipe)
+            return list(await pipe.execute())
+
+        return await self.call(run) if commands else []
+
+    async def _sweep_slots(self, policy: str) -> list[Slot]:
+        """slots(policy), reading the tags set again only when it grew (it never shrinks)."""
+        cached = self._tag_slots.get(policy)
+        if cached is not None and self._keys.per_segment:
+            count = await self.call(lambda: self._redis.scard(self._keys.tags(policy)))
+            if count == len(cached) - 1:
+                return cached
+        slots = self._tag_slots[policy] = await self.slots(policy)
+        return slots
+
+    def _visit_by(self, slot: Slot, deadline: float) -> None:
+        """A decision this replica recorded in a slot: the sweep looks there by its deadline."""
+        when = self._next_visit.get(slot)
+        if when is not None and deadline < when:
+            self._next_visit[slot] = deadline
 
     async def ping(self) -> bool:
         """Probe Redis (ignoring the fail-fast window); flush buffered decisions when it answers."""
@@ -453,6 +486,7 @@ class RedisModelStore:
         await self._register_slot(decision.policy, ids.tag_of(decision.decision_id))
         k, args = self._pending_args(decision)
         record = self.call(lambda: self._record(keys=k, args=args))
+        self._visit_by(self._keys.decision_slot(decision.decision_id), decision.deadline)
         if self._registered(decision.policy, decision.segment, decision.created_at, spec):
             await record
             return
@@ -633,6 +667,7 @@ class RedisModelStore:
         rk = [k.pending(decision_id, slot), k.tombstone(decision_id, slot), k.deadlines(slot)]
         adopt = [decision_id, repr(deadline), str(ttl_ms), repr(now), "", tomb_ms, *flat]
         await self.call(lambda: self._record(keys=rk, args=adopt))
+        self._visit_by(slot, deadline)
         await self.call(lambda: self.layout.retire(keys=lk, args=[decision_id, tag, tomb_ms,
                                                                   now_raw]))  # fmt: skip
         return await self._settle_in(slot, policy, args, now)
@@ -738,14 +773,11 @@ class RedisModelStore:
         for name in names:
             by_slot.setdefault(k.segment_slot(policy, name), []).append(name)
         slots = list(by_slot)
-        replies = await _together(*(
-            self.call(partial(self._redis.hmget, k.segment_arms(slot), by_slot[slot]))
-            for slot in slots
-        ), *(
-            self.call(partial(self._redis.hmget, k.model(slot),
-                              [keys.version_field(n) for n in by_slot[slot]]))
-            for slot in slots
-        ))  # fmt: skip
+        replies = await self.pipelined([
+            *(methodcaller("hmget", k.segment_arms(slot), by_slot[slot]) for slot in slots),
+            *(methodcaller("hmget", k.model(slot), [keys.version_field(n) for n in by_slot[slot]])
+              for slot in slots),
+        ])  # fmt: skip
         index: dict[str, bytes | None] = {}
         versions: dict[str, bytes | None] = {}
         for i, slot in enumerate(slots):
@@ -768,25 +800,42 @@ class RedisModelStore:
     async def _expire_policy(
         self, policy: str, now: float, limit: int, spec: ModelSpec | None
     ) -> list[Settlement]:
-        """Due decisions from every slot's deadline index, each settled in its own script."""
-        slots = await self.slots(policy)
-        found = await _together(*(
-            self.call(partial(self._redis.zrangebyscore, self._keys.deadlines(slot), "-inf",
-                              f"({now!r}", start=0, num=limit))
-            for slot in slots
-        ))  # fmt: skip
-        due = [(slot, raw) for slot, ids_ in zip(slots, found, strict=True) for raw in ids_]
+        """Due decisions from the slots' deadline indexes (one pipelined read of the slots
+        that may have any), each settled in its own script."""
+        legacy = self._keys.legacy(policy)
+        visit = [
+            slot for slot in await self._sweep_slots(policy)
+            if slot == legacy or self._next_visit.get(slot, -math.inf) <= now
+        ]  # fmt: skip
+        found = await self.pipelined([
+            methodcaller("zrange", self._keys.deadlines(slot), 0, limit, withscores=True)
+            for slot in visit
+        ])  # fmt: skip
+        # A slot with nothing due needs no look before its next deadline, nor (whatever is
+        # recorded meanwhile, by any replica) before a wait window from now, less clock skew.
+        wait = spec.reward_wait_s if spec is not None else 0.0
+        horizon = now + min(max(wait - CLOCK_SKEW_S, 0.0), MAX_VISIT_GAP_S)
+        due: list[tuple[Slot, bytes]] = []
+        for slot, entries in zip(visit, found, strict=True):
+            due += [(slot, raw) for raw, score in entries if score < now]
+            later = [score for _, score in entries if score >= now]
+            if later and entries[0][1] >= now:
+                self._next_visit[slot] = min(later[0], horizon)
+            elif not entries:
+                self._next_visit[slot] = horizon
+            else:  # something was due: look again at the next sweep
+                self._next_visit.pop(slot, None)
         due = due[:limit]
+        legacy_slot = legacy if self._keys.per_segment else None
         mode = "expire" if spec is not None else "orphan"
         spec_args = self._spec_args(spec or ModelSpec(dim=1), now)
-        legacy = self._keys.legacy(policy) if self._keys.per_segment else None
         replies: list[Any] = [None] * len(due)
         together: dict[int, Awaitable[list[Any]]] = {}
         for i, (slot, raw) in enumerate(due):
             decision_id = raw.decode()
             args: list[bytes | str] = [decision_id, mode, b"", codec.encode_f64(now), *spec_args]
             settle = self._settle_any(decision_id, policy, args, now, found_in=slot)
-            if slot == legacy:  # an untagged id, moved then settled: in deadline order
+            if slot == legacy_slot:  # an untagged id, moved then settled: in deadline order
                 replies[i] = await settle
             else:
                 together[i] = settle

@@ -104,6 +104,7 @@ def model_spec(policy: PolicyConfig, dim: int, fingerprint: str = "") -> ModelSp
         max_segments=policy.max_segments,
         evict_lru=policy.evict_lru,
         segment_ttl_s=policy.segment_ttl_s,
+        reward_wait_s=policy.reward_wait_s,
     )
 
 

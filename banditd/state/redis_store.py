@@ -73,6 +73,7 @@ MAX_FIELD_LISTS = 4096  # cached load.lua field lists, one per (segment, candida
 MAX_TOUCHED = 16_384  # segments this replica remembers registering, and when (sizing.py)
 REFRESH_S = 60.0  # a segment's last use is refreshed at most this often (per replica)
 MAX_VISIT_GAP_S = 300.0  # the expiry sweep looks at every slot at least this often
+FORGET_AT_ONCE = 16  # segments' states forgotten concurrently (each a call on its slot)
 CLOCK_SKEW_S = 30.0  # replicas' clocks may differ this much (buffered-id retry window)
 MIGRATED = (
     "the Redis state moved to per-segment slots (a replica with store.redis.key_layout ="
@@ -542,13 +543,17 @@ class RedisModelStore:
         return gone
 
     async def _forget_states(self, policy: str, segments: Sequence[str]) -> int:
-        """Forget these segments' learned state, each in its slot. Returns how many had any."""
-        calls = [
-            self.call(partial(self._forget, keys=self.slot_keys(self._keys.segment_slot(
-                policy, segment)), args=[segment]))
-            for segment in segments
-        ]  # fmt: skip
-        return sum(int(had) for had in await _together(*calls))
+        """Forget these segments' learned state, each in its slot, FORGET_AT_ONCE at a time
+        (an idle-expiry sweep may forget hundreds). Returns how many had any."""
+        had = 0
+        for start in range(0, len(segments), FORGET_AT_ONCE):
+            calls = [
+                self.call(partial(self._forget, keys=self.slot_keys(self._keys.segment_slot(
+                    policy, segment)), args=[segment]))
+                for segment in segments[start : start + FORGET_AT_ONCE]
+            ]  # fmt: skip
+            had += sum(int(one) for one in await _together(*calls))
+        return had
 
     async def record(self, decision: PendingDecision, spec: ModelSpec | None = None) -> DecisionId:
         """Log the decision in Redis; while Redis is down, in a bounded local buffer under a

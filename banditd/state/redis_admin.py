@@ -164,4 +164,5 @@ class RedisAdmin:
         for slot in await self._store.slots(policy):
             n += int(await self._store.call(partial(self._reset, keys=self._store.slot_keys(slot))))
         await self._store.call(partial(self._store.client.delete, self._keys.segments(policy)))
+        self._store.forget_registrations(policy)
         return n

@@ -325,6 +325,8 @@ class RedisModelStore:
         except (RedisError, TimeoutError, OSError):
             self._down_until = time.monotonic() + self._p.retry_after_s
             return False
+        if self._down_until:  # back from an outage: the Redis may be another one now (a
+            self.layout.ready = False  # restore, an empty one): check its key layout again
         self._down_until = 0.0
         try:
             await self.layout.ensure(wait_s=LAYOUT_WAIT_S)
@@ -541,6 +543,12 @@ class RedisModelStore:
         for name in gone:
             touched.pop((policy, name), None)
         return gone
+
+    def forget_registrations(self, policy: str) -> None:
+        """Forget which of the policy's segments this replica registered lately (its registry
+        was just deleted here: ResetPolicy), so its next Routes register them again."""
+        for key in [key for key in self._touched if key[0] == policy]:
+            del self._touched[key]
 
     async def _forget_states(self, policy: str, segments: Sequence[str]) -> int:
         """Forget these segments' learned state, each in its slot, FORGET_AT_ONCE at a time

@@ -9,6 +9,7 @@ import asyncio
 import random
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,6 +30,7 @@ from banditd.state.memory_store import InMemoryModelStore
 from banditd.state.redis_admin import RedisAdmin
 from banditd.state.redis_store import RedisModelStore, RedisStoreParams
 from banditd.types import ModelKey, ModelSpec, Outcome, PendingDecision
+from tests.integration.conftest import RedisServer
 from tests.integration.traffic import redis_daemon_settings
 
 T0 = 1_700_000_000.0
@@ -236,6 +238,30 @@ async def test_a_migration_cut_short_is_finished_by_the_next_replica(
         await same_as_memory(second, memory)
     finally:
         await second.close()
+
+
+async def test_a_redis_that_comes_back_in_the_old_layout_is_migrated_again(
+    tmp_path: Path,
+) -> None:
+    """A Redis replaced while a replica runs (restored from a backup taken before the upgrade,
+    say) is checked again when it answers after the outage, and migrated before use."""
+    server = RedisServer(tmp_path)
+    s = store(server.url)
+    try:
+        assert await s.ping()  # an empty Redis: marked at once
+        server.kill()
+        assert not await s.ping()
+        server.restart()  # empty again (no persistence): now the old layout's state
+        client = aioredis.from_url(server.url)
+        memory = learned()
+        await write_old_layout(client, "p", memory)
+        await client.aclose()
+        assert await s.ping()
+        assert s.layout.migrated_segments == 3
+        await same_as_memory(s, memory)
+    finally:
+        await s.close()
+        server.stop()
 
 
 async def test_the_policy_layout_refuses_a_migrated_redis(redis_url: str, client) -> None:

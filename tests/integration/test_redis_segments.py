@@ -173,13 +173,17 @@ async def test_a_reward_for_a_deleted_segment_registers_it_again(
 async def test_reset_forgets_the_segment_registry(
     replicas: list[tuple[pb_grpc.RouterStub, apb_grpc.AdminStub]], client: aioredis.Redis
 ) -> None:
-    """After ResetPolicy the limit counts from zero again."""
+    """After ResetPolicy the limit counts from zero again, and the replica that reset it
+    registers the segments it routes to again at once (not a minute later)."""
     (r1, a1), _ = replicas
     for segment in ("s1", "s2", "s3"):
         await learn(r1, segment)
     await a1.ResetPolicy(apb.ResetPolicyRequest(policy="chat"))
     assert (await a1.ListSegments(apb.ListSegmentsRequest(policy="chat"))).total == 0
     await learn(r1, "s4")
+    await learn(r1, "s1")
+    listed = await a1.ListSegments(apb.ListSegmentsRequest(policy="chat"))
+    assert sorted(s.segment for s in listed.segments) == ["s1", "s4"]
 
 
 # -- ImportPolicy is checked like Route input ------------------------------------------------

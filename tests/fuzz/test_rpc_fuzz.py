@@ -326,35 +326,37 @@ def redis_target(daemon: Daemon, channel: grpc.Channel, url: str) -> Target:
     client = redis.Redis.from_url(url)
     k = keys.Keys()
 
-    def state_keys() -> list[str]:
-        """Every key but the per-decision ones (pending decisions, tombstones: dbsize counts
-        them): the global ones, each policy's own, and those of each slot its tags set names."""
-        names = [k.policies(), k.layout()]
+    def state_keys() -> list[tuple[str, str]]:
+        """(key, type) of every key but the per-decision ones (pending decisions, tombstones:
+        dbsize counts them): the global ones, each policy's own, and those of each slot its
+        tags set names."""
+        names = [(k.policies(), "set"), (k.layout(), "string")]
         pipe = client.pipeline(transaction=False)
         for policy in POLICIES:
             pipe.smembers(k.tags(policy))
         for policy, members in zip(POLICIES, pipe.execute(), strict=True):
             tags = sorted(t.decode() for t in members)
             slots = [k.legacy(policy), *(k.slot(policy, t) for t in tags)]
-            names += [k.segments(policy), k.arms(policy), k.tags(policy)]
-            names += [f(s) for s in slots for f in (k.model, k.sums, k.segment_arms, k.deadlines)]
+            names += [(k.segments(policy), "zset"), (k.arms(policy), "set"),
+                      (k.tags(policy), "set")]  # fmt: skip
+            for slot in slots:
+                names += [(k.model(slot), "hash"), (k.sums(slot), "hash"),
+                          (k.segment_arms(slot), "hash"), (k.deadlines(slot), "zset")]  # fmt: skip
         return names
 
     def snapshot() -> object:
         """Every model key's content, and the number of keys (pending decisions, tombstones)."""
         names = state_keys()
         pipe = client.pipeline(transaction=False)
-        for key in names:
-            pipe.type(key)
-        read = {b"hash": pipe.hgetall, b"zset": lambda k: pipe.zrange(k, 0, -1, withscores=True),
-                b"set": pipe.smembers, b"string": pipe.get, b"none": pipe.exists}  # fmt: skip
-        for key, kind in zip(names, pipe.execute(), strict=True):
+        read = {"hash": pipe.hgetall, "zset": lambda k: pipe.zrange(k, 0, -1, withscores=True),
+                "set": pipe.smembers, "string": pipe.get}  # fmt: skip
+        for key, kind in names:
             read[kind](key)
         pipe.dbsize()
-        return dict(zip([*names, ""], pipe.execute(), strict=True))
+        return dict(zip([*(key for key, _ in names), ""], pipe.execute(), strict=True))
 
     def finite() -> bool:
-        for key in state_keys():
+        for key, _ in state_keys():
             if not key.endswith(":sums"):
                 continue
             for blob in client.hvals(key):

@@ -11,6 +11,7 @@ import importlib.util
 import ipaddress
 import math
 import re
+import tomllib
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic_settings import (
 
 from banditd.cache.controller import ControllerParams, PagingCost
 from banditd.cache.pager import PagingConfig
+from banditd.errors import ConfigError
 from banditd.features.batcher import BatchingOptions
 from banditd.features.encoder import EncoderOptions
 from banditd.features.pipeline import CategoricalFeature, TextFeature
@@ -43,6 +45,7 @@ from banditd.sizing import PolicyShape, estimate
 from banditd.types import POLICY_NAME
 
 DAY_S = 86_400.0
+MAX_WORKERS = 64
 
 
 class _Section(BaseModel):
@@ -447,9 +450,32 @@ class ServerSettings(_Section):
         False,
         description="readiness (health banditd.v1.Router) NOT_SERVING while the store is down",
     )
+    # Issue 16 (docs/deploy.md, "Worker processes"): N processes serve `listen` together
+    # (SO_REUSEPORT) under a supervisor that serves /metrics for all of them (server/workers.py).
+    workers: int | Literal["auto"] = Field(
+        1,
+        description="worker processes serving `listen` (Redis store only when > 1); auto = the"
+        " CPUs this process may use (affinity and cgroup quota, whichever is smaller)",
+    )
     max_message_bytes: int = Field(1 << 20, ge=1024)
     sweep_interval_s: float = Field(1.0, gt=0, description="how often expired decisions settle")
     feedback_batch_max: int = Field(1000, ge=1, description="items per FeedbackBatch call")
+
+    @model_validator(mode="after")
+    def _addresses(self) -> ServerSettings:
+        """host:port with a port grpc will not wrap (it binds 99999 as 34463), or unix:PATH."""
+        for name in ("listen", "admin_listen", "health_listen", "metrics_listen"):
+            address: str = getattr(self, name)
+            grpc_listener = name != "metrics_listen"
+            if not address or (grpc_listener and address.startswith("unix:") and address[5:]):
+                continue
+            port = address.rpartition(":")[2]
+            if ":" not in address or not port.isdigit() or int(port) > 65_535:
+                unix = " or unix:PATH" if grpc_listener else ""
+                raise ValueError(
+                    f"server.{name} = {address!r} is not host:port with a port in 0-65535{unix}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _safe_listeners(self) -> ServerSettings:
@@ -466,6 +492,8 @@ class ServerSettings(_Section):
                 )
         if self.metrics_tls and not self.tls.enabled:
             raise ValueError("server.metrics_tls needs server.tls.cert_file and key_file")
+        if isinstance(self.workers, int) and not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"server.workers must be 1..{MAX_WORKERS} or 'auto'")
         return self
 
 
@@ -615,6 +643,11 @@ class RedisSettings(_Section):
         " 'policy': every key of a policy in one slot, the layout of versions before segment"
         " tags, for a rolling upgrade from one (docs/redis.md, 'Upgrading')",
     )  # fmt: skip
+    coalesce: bool = Field(
+        True,
+        description="send the scripts of concurrent Routes and Feedbacks as one pipeline per"
+        " event-loop turn over one connection (false: one pooled call each)",
+    )
 
     @field_validator("url")
     @classmethod
@@ -737,10 +770,26 @@ class Settings(BaseSettings):
         return {n: p.paging.to_config() for n, p in self.policies.items() if p.paging.enabled}
 
 
-def load_settings(config: Path | None = None, flags: Sequence[str] = ()) -> Settings:
-    """Merge defaults, the TOML file (if any), BANDITD_* env vars and command-line flags."""
-    if config is not None and not config.is_file():
-        raise FileNotFoundError(f"config file {config} does not exist")
+def load_settings(
+    config: Path | None = None,
+    flags: Sequence[str] = (),
+    *,
+    prog: str = "banditd serve",
+    source: str | None = None,
+) -> Settings:
+    """Merge defaults, the TOML file (if any), BANDITD_* env vars and command-line flags.
+
+    A config file that is missing, a directory, unreadable or not TOML is a ConfigError naming
+    it as `source` does (e.g. "--config banditd.toml", "BANDITD_CONFIG=banditd.toml"); a bad
+    flag is a pydantic_settings.SettingsError whose message starts "error parsing CLI" (`prog`
+    is the command its usage would name).
+    """
+    source = source or f"config file {config}"
+    if config is not None:
+        if config.is_dir():
+            raise ConfigError(f"{source} is a directory, not a TOML file")
+        if not config.exists():
+            raise ConfigError(f"{source} does not exist")
 
     class _Merged(Settings):
         @classmethod
@@ -760,5 +809,27 @@ def load_settings(config: Path | None = None, flags: Sequence[str] = ()) -> Sett
     kwargs: dict[str, Any] = {}
     if flags:
         kwargs["_cli_parse_args"] = list(flags)
-        kwargs["_cli_prog_name"] = "banditd serve"
-    return _Merged(**kwargs)
+        kwargs["_cli_prog_name"] = prog
+        kwargs["_cli_exit_on_error"] = False  # SettingsError, not argparse's usage dump + exit
+    try:
+        return _Merged(**kwargs)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(toml_error(config, exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source} is not UTF-8 text, so not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
+
+
+def toml_error(path: Path | None, exc: tomllib.TOMLDecodeError) -> str:
+    """'PATH:LINE:COLUMN: invalid TOML: what' for a syntax error in a TOML file.
+
+    Python 3.14 has exc.msg, exc.lineno and exc.colno; 3.11-3.13 only end the message with
+    "(at line L, column C)"."""
+    text = str(getattr(exc, "msg", exc))
+    line, column = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+    found = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", text, re.DOTALL)
+    if found is not None:
+        text, line, column = found.groups()
+    where = f"{path}:{line}:{column}" if line is not None else str(path)
+    return f"{where}: invalid TOML: {text}"

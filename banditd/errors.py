@@ -58,6 +58,11 @@ class ConfigError(BanditdError):
     """The configuration is inconsistent. Fix the config file, env or flags."""
 
 
+class ListenError(ConfigError):
+    """A listener cannot bind its address (in use, not this machine's, no permission). Free the
+    address or change the setting the message names."""
+
+
 # -- echoing caller input ----------------------------------------------------------------------
 # A message or log line that copies what the caller sent must stay small whatever was sent: a
 # 900 KB policy name echoed whole makes the status metadata too big for the client (which then

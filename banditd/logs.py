@@ -30,13 +30,30 @@ def _clip(value: Any) -> Any:
     return value
 
 
-def configure_logging(level: str = "info", fmt: Literal["json", "console"] = "json") -> None:
+class _Tag:
+    """Adds key=value to every event (the RPC interceptor clears contextvars, so a process-wide
+    field cannot live there)."""
+
+    def __init__(self, key: str, value: object) -> None:
+        self._key, self._value = key, value
+
+    def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+        event.setdefault(self._key, self._value)
+        return event
+
+
+def configure_logging(
+    level: str = "info", fmt: Literal["json", "console"] = "json", worker: int | None = None
+) -> None:
+    """`worker`: a worker process's index (server.workers > 1), on each of its lines."""
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
     )
+    tag: list[structlog.typing.Processor] = [] if worker is None else [_Tag("worker", worker)]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *tag,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.dict_tracebacks,

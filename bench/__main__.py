@@ -27,7 +27,7 @@ from bench import machine  # noqa: E402
 from bench.launcher import ROOT  # noqa: E402
 from bench.table import show  # noqa: E402
 
-SECTIONS = ("core", "grpc", "tracing", "extractor", "redis")
+SECTIONS = ("core", "grpc", "tracing", "extractor", "redis", "workers")
 OPTIONAL = frozenset({"extractor", "redis"})
 
 

@@ -1,6 +1,6 @@
 """A bare grpcio banditd.v1.Router with trivial handlers: the ceiling for the daemon.
 
-    python -m bench.echo_server --flavour aio|sync --port PORT --arms K
+    python -m bench.echo_server --flavour aio|sync --port PORT --arms K [--reuseport]
         [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 
 Route answers a canned RouteResponse shaped like the daemon's (K ArmScores, ids, fingerprint),
@@ -10,8 +10,10 @@ APPLIED per item. No health or reflection;
 no interceptor (the daemon has none either: banditd/server/request_log.py).
 With --tls-cert/--tls-key it listens with TLS (static grpcio credentials; the daemon's are
 dynamic, asked once per handshake, so per call they are the same), with --tls-client-ca it
-requires a client certificate signed by that CA (mTLS).
-Runs until SIGTERM/SIGINT. (Run it with -m: as a script, bench/ would be first on sys.path and
+requires a client certificate signed by that CA (mTLS). With --reuseport several processes
+serve one port (SO_REUSEPORT, as grpcio's multiprocessing example; bench/workers.py).
+Prints "echo_server: serving" once it serves. Runs until SIGTERM/SIGINT.
+(Run it with -m: as a script, bench/ would be first on sys.path and
 bench/grpc.py would shadow the grpc package.)
 """
 
@@ -125,12 +127,18 @@ def listen(
 
 
 def serve_sync(
-    port: int, arms: int, threads: int, secure: grpc.ServerCredentials | None = None
+    port: int,
+    arms: int,
+    threads: int,
+    secure: grpc.ServerCredentials | None = None,
+    reuseport: bool = False,
 ) -> None:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    pool = futures.ThreadPoolExecutor(max_workers=threads)
+    server = grpc.server(pool, options=_options(reuseport))
     pb_grpc.add_RouterServicer_to_server(SyncEcho(arms), server)  # type: ignore[no-untyped-call]
     listen(server, port, secure)
     server.start()
+    print("echo_server: serving", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -138,17 +146,25 @@ def serve_sync(
     server.stop(grace=0.5).wait()
 
 
-async def serve_aio(port: int, arms: int, secure: grpc.ServerCredentials | None = None) -> None:
-    server = grpc.aio.server()
+async def serve_aio(
+    port: int, arms: int, secure: grpc.ServerCredentials | None = None, reuseport: bool = False
+) -> None:
+    server = grpc.aio.server(options=_options(reuseport))
     pb_grpc.add_RouterServicer_to_server(AioEcho(arms), server)  # type: ignore[no-untyped-call]
     listen(server, port, secure)
     await server.start()
+    print("echo_server: serving", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(0.5)
+
+
+def _options(reuseport: bool) -> list[tuple[str, int]]:
+    """Explicit either way (grpc's own default on Linux is to set SO_REUSEPORT)."""
+    return [("grpc.so_reuseport", 1 if reuseport else 0)]
 
 
 def main() -> None:
@@ -160,14 +176,15 @@ def main() -> None:
     parser.add_argument("--tls-cert", default="", help="PEM certificate chain: listen with TLS")
     parser.add_argument("--tls-key", default="", help="PEM key of --tls-cert")
     parser.add_argument("--tls-client-ca", default="", help="mTLS: require clients signed by it")
+    parser.add_argument("--reuseport", action="store_true", help="share the port (SO_REUSEPORT)")
     args = parser.parse_args()
     if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
         parser.error("--tls-cert and --tls-key go together; --tls-client-ca needs them")
     secure = credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
     if args.flavour == "sync":
-        serve_sync(args.port, args.arms, args.threads, secure)
+        serve_sync(args.port, args.arms, args.threads, secure, args.reuseport)
     else:
-        asyncio.run(serve_aio(args.port, args.arms, secure))
+        asyncio.run(serve_aio(args.port, args.arms, secure, args.reuseport))
 
 
 if __name__ == "__main__":

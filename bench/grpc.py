@@ -62,15 +62,29 @@ QUICK = Plan(repeats=1, calls=100, seconds=0.5, warmup_seconds=0.2, inflight=32,
 
 
 def daemon_config(
-    port: int, dim: int, arms: int, algorithm: str, store: str, url: str, extra: str = ""
+    port: int,
+    dim: int,
+    arms: int,
+    algorithm: str,
+    store: str,
+    url: str,
+    extra: str = "",
+    redis_options: str = "",
+    prefix: str = "",
 ) -> str:
-    """The bench's daemon config; `extra` is appended (TOML tables: server.tls, auth)."""
+    """The bench's daemon config; `extra` is appended (TOML tables: server.tls, auth);
+    `redis_options` go into [store.redis] (e.g. "coalesce = false"); `prefix` is the Redis
+    key prefix (default: one per request shape)."""
     features = ", ".join(f'"f{j}"' for j in range(dim - 1))
     ids = ", ".join(f'"a{i}"' for i in range(arms))
     # One key prefix per request shape: a model trained under one shape's features is (rightly)
     # refused under another's, so shapes must not share state in one Redis.
-    prefix = f"bench-{dim}x{arms}"
-    redis = f'\n[store.redis]\nurl = "{url}"\nkey_prefix = "{prefix}"\n' if store == "redis" else ""
+    prefix = prefix or f"bench-{dim}x{arms}"
+    redis = (
+        f'\n[store.redis]\nurl = "{url}"\nkey_prefix = "{prefix}"\n{redis_options}\n'
+        if store == "redis"
+        else ""
+    )
     return f"""# written by bench/grpc.py
 log_level = "warning"
 seed = 1

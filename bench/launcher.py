@@ -117,6 +117,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """cpu_seconds of `pid` and of every live process below it (a supervisor's workers)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[1])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    total = 0.0
+    for member in tree:
+        try:
+            total += cpu_seconds(member)
+        except OSError:  # exited meanwhile
+            continue
+    return total
+
+
 def grpc_ready(
     address: str,
     probe: Callable[[grpc.Channel], object] | None = None,
@@ -137,24 +163,26 @@ def redis_ready(port: int) -> bool:
         return s.recv(16).startswith(b"+PONG")
 
 
-def start_redis(directory: Path) -> tuple[Process, str]:
-    """A throwaway redis-server on a free loopback port, pinned to the server CPU."""
+def start_redis(directory: Path, cpu: int | None = SERVER_CPU) -> tuple[Process, str]:
+    """A throwaway redis-server on a free loopback port, pinned to `cpu` (None: not pinned)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(directory)]  # fmt: skip
-    process = Process("redis-server", pinned(SERVER_CPU, argv))
+    process = Process("redis-server", argv if cpu is None else pinned(cpu, argv))
     process.wait_until(lambda: redis_ready(port), timeout_s=10)
     return process, f"redis://127.0.0.1:{port}/0"
 
 
 def run_client(
-    args: Sequence[str], timeout_s: float = 120.0, cpu: int = CLIENT_CPU
+    args: Sequence[str], timeout_s: float = 120.0, cpu: int | None = CLIENT_CPU
 ) -> dict[str, object]:
-    """`python -m bench.loadgen ARGS` pinned to `cpu` (the client CPU); its JSON result."""
-    argv = pinned(cpu, [sys.executable, "-m", "bench.loadgen", *args])
+    """`python -m bench.loadgen ARGS` pinned to `cpu` (the client CPU; None: not pinned); its
+    JSON result."""
+    argv = [sys.executable, "-m", "bench.loadgen", *args]
+    argv = argv if cpu is None else pinned(cpu, argv)
     done = subprocess.run(
         argv, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=timeout_s,
         check=False,

@@ -8,7 +8,10 @@
 One round trip = Route then Feedback on the decision it returned (two unary RPCs).
 seq:   a blocking grpc client, one round trip at a time: latency percentiles, round trips/s.
 conc:  a grpc.aio client on one channel, M workers each looping round trips: round trips/s over
-       the measured window (after a warm-up), and the latency each round trip saw under load.
+       the measured window (after a warm-up), and the latency each round trip saw under load
+       (and its Route alone). With --connections C > 1, C channels each on a TCP connection
+       of its own, worker i on channel i mod C: the kernel spreads connections over the
+       processes that share a port (SO_REUSEPORT), and one connection reaches one of them.
        With --batch B > 1 the rewards go in FeedbackBatch calls of B (a worker whose Route
        fills a batch sends it); a round trip counts when its reward is acknowledged, and the
        latency is the Route's alone.
@@ -124,10 +127,12 @@ async def concurrent(
     warmup_s: float,
     batch: int = 1,
     secure: grpc.ChannelCredentials | None = None,
+    connections: int = 1,
 ) -> dict[str, object]:
     pool = requests(dim, arms)
     rnd = random.Random(3)
     latencies: list[float] = []
+    route_latencies: list[float] = []
     done = 0
     failed = 0  # batch mode: reward items the server answered with an error code
     total = 0  # every completed round trip, warm-up included (for server CPU per round trip)
@@ -141,6 +146,8 @@ async def concurrent(
         while not stop:
             t0 = time.perf_counter()
             response = await stub.Route(pool[i % POOL], timeout=10)
+            if measuring:
+                route_latencies.append(time.perf_counter() - t0)
             reward = pb.FeedbackRequest(decision_id=response.decision_id, reward=rnd.random())
             i += inflight
             if batch == 1:
@@ -166,22 +173,36 @@ async def concurrent(
                     latencies.append(time.perf_counter() - t0)
                 done += acknowledged
 
-    if secure:
-        opened = grpc.aio.secure_channel(target, secure)
-    else:
-        opened = grpc.aio.insecure_channel(target)
-    async with opened as channel:
-        stub = pb_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
-        tasks = [asyncio.create_task(worker(i, stub)) for i in range(inflight)]
+    # Channels in one process share grpc's global subchannel pool (one connection per target)
+    # unless each has a pool of its own.
+    options = [("grpc.use_local_subchannel_pool", 1)] if connections > 1 else []
+    channels = [
+        grpc.aio.secure_channel(target, secure, options)
+        if secure
+        else grpc.aio.insecure_channel(target, options)
+        for _ in range(connections)
+    ]
+    try:
+        stubs = [pb_grpc.RouterStub(c) for c in channels]  # type: ignore[no-untyped-call]
+        cpu0 = time.process_time()
+        tasks = [asyncio.create_task(worker(i, stubs[i % connections])) for i in range(inflight)]
         await asyncio.sleep(warmup_s)
         measuring = True
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.sleep(seconds)
         measuring = False
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         stop = True
         await asyncio.gather(*tasks)
+        cpu_total = time.process_time() - cpu0
+    finally:
+        for c in channels:
+            await c.close()
     return {
+        "route": percentiles(route_latencies),
+        "connections": connections,
+        "client_cpu_share": cpu / elapsed,  # CPUs the load generator used while measuring
+        "client_cpu_s_total": cpu_total,
         "round_trips_per_s": done / elapsed,
         "round_trips": done,
         "round_trips_total": total,
@@ -315,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--inflight", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1, help="conc: rewards per FeedbackBatch")
+    parser.add_argument("--connections", type=int, default=1, help="conc: TCP connections")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--warmup-seconds", type=float, default=0.5)
     parser.add_argument("--tls-ca", default="", help="seq, conc: TLS, trusting this CA (PEM)")
@@ -337,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 args.warmup_seconds,
                 args.batch,
                 secure,
+                args.connections,
             )
         )
     elif args.mode == "handler":

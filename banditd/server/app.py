@@ -15,7 +15,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
@@ -25,7 +25,7 @@ import numpy as np
 import structlog
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from prometheus_client import Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter
 
 from banditd.api.v1 import admin_pb2 as apb
 from banditd.api.v1 import admin_pb2_grpc as apb_grpc
@@ -34,7 +34,7 @@ from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
 from banditd.cache.pager import Pager
 from banditd.cache.residency import InMemoryResidencyStore
 from banditd.config import Settings
-from banditd.errors import StateUnavailableError
+from banditd.errors import ConfigError, StateUnavailableError
 from banditd.features.batcher import BatchingEncoder
 from banditd.features.encoder import EncoderOptions, OnnxTextEncoder
 from banditd.features.pipeline import PipelineExtractor
@@ -44,11 +44,14 @@ from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
 from banditd.server.admin_service import AdminService
 from banditd.server.auth import Authorizer
+from banditd.server.cgroup import memory_limit
 from banditd.server.guard import Guard
 from banditd.server.health_status import HealthStatus
-from banditd.server.metrics import Count, Counts, Metrics
+from banditd.server.metrics import Count, Counts, Metrics, serve_metrics
+from banditd.server.preflight import check_files, check_listen, listen_error
 from banditd.server.service import RouterService
 from banditd.server.tls import TLSFiles, server_credentials
+from banditd.server.workers import WorkerRole, spill_adoptions
 from banditd.sim.traces import JsonlTraceWriter
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
@@ -102,13 +105,17 @@ def extractor_factory(
                 policy.clip_out_of_range,
             )  # fmt: skip
         text = features.text
+        try:
+            encoder = None if text is None else encoder_for(
+                settings.text_encoder.encoder_options(text))  # fmt: skip
+        except ConfigError as exc:  # name the setting: the encoder knows only its files
+            section = f"policies.{policy.name}" if declared else "policy_template"
+            raise ConfigError(f"{section}.features.text: {exc}") from None
         return PipelineExtractor(
             policy.numeric,
             features.categorical_features(),
             text=None if text is None else text.to_feature(),
-            encoder=(
-                None if text is None else encoder_for(settings.text_encoder.encoder_options(text))
-            ),
+            encoder=encoder,
             allow_unknown=policy.allow_unknown_features,
             max_abs_z=policy.max_abs_z,
             clip=policy.clip_out_of_range,
@@ -117,7 +124,7 @@ def extractor_factory(
     return build
 
 
-def build_store(settings: Settings) -> ModelStore:
+def build_store(settings: Settings, role: WorkerRole | None = None) -> ModelStore:
     if settings.store.backend == "memory":
         return InMemoryModelStore(
             max_pending=settings.store.max_pending,
@@ -125,7 +132,7 @@ def build_store(settings: Settings) -> ModelStore:
             tombstone_ttl_s=settings.store.tombstone_ttl_s,
         )
     if settings.store.backend == "redis":
-        return build_redis_store(settings)
+        return build_redis_store(settings, role)
     raise NotImplementedError(f"store backend {settings.store.backend!r} is not available yet")
 
 
@@ -137,7 +144,9 @@ def decision_ids(settings: Settings) -> Callable[[str, str], str]:
     return ids.untagged_decision_id if redis else ids.new_decision_id
 
 
-def build_redis_store(settings: Settings) -> RedisModelStore:
+def build_redis_store(settings: Settings, role: WorkerRole | None = None) -> RedisModelStore:
+    """`role`: as a worker, the store also reads the spill files a run with another worker
+    count left behind that fall to it (server/workers.py `adopted_files`)."""
     r = settings.store.redis
     conn = RedisConnection(
         r.url, r.username, r.password, r.tls_ca_file, r.tls_cert_file, r.tls_key_file,
@@ -147,7 +156,8 @@ def build_redis_store(settings: Settings) -> RedisModelStore:
         prefix=r.key_prefix, timeout_s=r.timeout_s, pending_grace_s=r.pending_grace_s,
         tombstone_ttl_s=settings.store.tombstone_ttl_s, max_buffered=r.max_buffered,
         buffer_max_age_s=r.buffer_max_age_s, spill_path=r.spill_path, cache_bytes=r.cache_mb << 20,
-        max_connections=r.max_connections, key_layout=r.key_layout,
+        max_connections=r.max_connections, coalesce=r.coalesce, key_layout=r.key_layout,
+        spill_adopt=spill_adoptions(r.spill_path, role),
     )  # fmt: skip
     return RedisModelStore(connect(conn), params)
 
@@ -419,15 +429,67 @@ def start_tracing(settings: Settings, exporter: SpanExporter | None = None) -> T
     return tracing.Tracing(options, exporter)
 
 
+def build_router(
+    settings: Settings,
+    store: ModelStore,
+    clock: SystemClock,
+    trace: JsonlTraceWriter | None,
+    encoders: dict[EncoderOptions, BatchingEncoder],
+    role: WorkerRole | None = None,
+) -> tuple[Router, Pager | None]:
+    """The Router with its policies, their feature extractors (text encoders loaded into
+    `encoders`, the template's too if policies are auto-created) and the adapter pager; as
+    worker `role`, exploration is seeded with (seed, index). ConfigError if a policy cannot be
+    built."""
+    template = settings.policy_template.to_config("template")
+    paging = settings.paging_configs()  # docs/paging.md: residency is in process for now
+    pager = Pager(paging, InMemoryResidencyStore()) if paging else None
+    extractor_for = extractor_factory(settings, encoders)
+    if settings.auto_create_policies:  # its text encoder, now rather than at the first Route
+        extractor_for(replace(template, name="(policy_template)"))
+    router = Router(
+        settings.policy_configs(),
+        extractor_for,
+        store,
+        clock,
+        np.random.default_rng(
+            settings.seed if role is None or settings.seed is None else (settings.seed, role.index)
+        ),
+        trace=trace,
+        template=template if settings.auto_create_policies else None,
+        pager=pager,
+        max_auto_policies=settings.max_auto_policies,
+        new_id=decision_ids(settings),
+    )
+    return router, pager
+
+
+def check_startup(settings: Settings) -> None:
+    """Everything `serve` refuses at start, short of listening and reaching Redis (runtime
+    conditions): the files the config names, and the policies built as serve builds them
+    (text encoders loaded, then closed). Writes nothing. `banditd check-config` runs it."""
+    check_files(settings)
+    encoders: dict[EncoderOptions, BatchingEncoder] = {}
+    try:
+        build_router(settings, InMemoryModelStore(), SystemClock(), None, encoders)
+    finally:
+        for encoder in encoders.values():
+            encoder.close()
+
+
 def build_daemon(
     settings: Settings,
     store: ModelStore | None = None,
     clock: SystemClock | None = None,
     span_exporter: SpanExporter | None = None,
+    role: WorkerRole | None = None,
 ) -> Daemon:
     """Everything `serve` runs, not started. `span_exporter` (with [tracing] enabled) takes the
-    spans instead of OTLP: tests read them from an in-memory exporter."""
-    store = store if store is not None else build_store(settings)
+    spans instead of OTLP: tests read them from an in-memory exporter. `role`: one of several
+    worker processes (server/workers.py): its listeners share their ports (SO_REUSEPORT),
+    Admin is worker 0's alone, exploration is seeded with (seed, index)."""
+    check_files(settings)  # as check-config does; then the parts that read them cannot fail
+    store = store if store is not None else build_store(settings, role)
     # Tracing wraps things here, once (not a flag the handlers test): the Router's view of a
     # Redis store, and the Router service of each listener.
     tracer = start_tracing(settings, span_exporter)
@@ -437,21 +499,9 @@ def build_daemon(
     trace = None
     if settings.trace_path:  # created 0600, rotated and redacted per settings.trace_*
         trace = JsonlTraceWriter(Path(settings.trace_path), settings.trace_options())
-    template = settings.policy_template.to_config("template")
-    paging = settings.paging_configs()  # docs/paging.md: residency is in process for now
-    pager = Pager(paging, InMemoryResidencyStore()) if paging else None
     encoders: dict[EncoderOptions, BatchingEncoder] = {}
-    router = Router(
-        settings.policy_configs(),
-        extractor_factory(settings, encoders),
-        traced_store,
-        clock or SystemClock(),
-        np.random.default_rng(settings.seed),
-        trace=trace,
-        template=template if settings.auto_create_policies else None,
-        pager=pager,
-        max_auto_policies=settings.max_auto_policies,
-        new_id=decision_ids(settings),
+    router, pager = build_router(
+        settings, traced_store, clock or SystemClock(), trace, encoders, role
     )
     metrics = Metrics()
     metrics.registry.register(Counts(lambda: guard_counts(router, store)))
@@ -465,10 +515,13 @@ def build_daemon(
     admin = AdminService(router, store, RedisAdmin(store) if isinstance(store, RedisModelStore)
                          else None)  # fmt: skip
 
-    def listener(address: str, admin_here: bool, router_here: bool) -> tuple[grpc.aio.Server, int]:
+    def listener(
+        address: str, setting: str, admin_here: bool, router_here: bool
+    ) -> tuple[grpc.aio.Server, int]:
         """A server on `address`: every service through the guard (bad bytes are
         INVALID_ARGUMENT, a bug INTERNAL, callers checked), health on each."""
-        server = new_server(settings)
+        shared = role is not None and router_here
+        server = new_server(settings, reuse_port=shared)
         guard = Guard(server, metrics, authorizer)
         names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
         if router_here:
@@ -489,60 +542,67 @@ def build_daemon(
         # Credentials of their own per listener: grpc asks a dynamic credential's fetcher for
         # its first certificate once, so a second port on the same object would get none.
         credentials = server_credentials(files) if t.enabled else None
-        return server, bind(server, address, credentials)
+        return server, bind(server, address, credentials, setting, reuse_port=shared)
 
-    server, port = listener(server_settings.listen, not server_settings.admin_listen, True)
+    admin_address = server_settings.admin_listen
+    server, port = listener(server_settings.listen, "server.listen", not admin_address, True)
     extra: dict[str, tuple[grpc.aio.Server, int]] = {}
-    if server_settings.admin_listen:
-        extra["admin"] = listener(server_settings.admin_listen, True, False)
+    if admin_address and (role is None or role.index == 0):
+        extra["admin"] = listener(admin_address, "server.admin_listen", True, False)
     if server_settings.health_listen:  # plaintext, health only (kubelet probes speak no TLS)
-        probes = new_server(settings)
+        probes = new_server(settings, reuse_port=role is not None)
         Guard(probes, metrics).add(health_pb2_grpc.add_HealthServicer_to_server, health_servicer)
-        extra["health"] = (probes, bind(probes, server_settings.health_listen, None))
+        address = server_settings.health_listen
+        extra["health"] = (
+            probes,
+            bind(probes, address, None, "server.health_listen", reuse_port=role is not None),
+        )
     return Daemon(
         settings, router, store, metrics, server, health_servicer, port, trace,
         pager=pager, encoders=encoders, listeners=extra, tracing=tracer,
     )  # fmt: skip
 
 
-def new_server(settings: Settings) -> grpc.aio.Server:
+def new_server(settings: Settings, reuse_port: bool = False) -> grpc.aio.Server:
+    """A grpc.aio server; `reuse_port` (worker processes) lets several processes bind the same
+    port, the kernel spreading connections over them. Off, binding a port in use fails."""
     max_bytes = settings.server.max_message_bytes
     return grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
 
 
-def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-    """Listen on `address` (TLS with `credentials`); the port (0 for a Unix socket)."""
-    if credentials is not None:
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+def bind(
+    server: grpc.aio.Server,
+    address: str,
+    credentials: grpc.ServerCredentials | None,
+    setting: str = "server.listen",
+    reuse_port: bool = False,
+) -> int:
+    """Listen on `address` (TLS with `credentials`); the port (0 for a Unix socket).
+    ListenError, naming `setting`, if it cannot. `reuse_port`: the server was made with
+    SO_REUSEPORT (a worker process), so a sibling's listener on the port is no conflict."""
+    check_listen(address, setting, reuse_port)
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's "Failed to bind to address"; check_listen found no reason
+        raise listen_error(address, setting) from None
     if port == 0 and not address.startswith("unix:"):
-        raise OSError(f"cannot listen on {address}")
+        raise listen_error(address, setting)
     return port
-
-
-def container_memory_limit() -> int | None:
-    """The cgroup's memory limit in bytes (v2, then v1), or None if there is none to read."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            raw = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if raw.isdigit() and int(raw) < 1 << 60:  # v1 reports "no limit" as a huge number
-            return int(raw)
-    return None
 
 
 def log_memory_budget(settings: Settings) -> None:
     """The worst-case memory the bounds allow; a warning if it exceeds the container's limit."""
     parts = settings.memory_estimate()
-    total, limit = parts["total"], container_memory_limit()
+    total, limit = parts["total"], memory_limit()
     fields = {k: None if v is None else round(v / (1 << 20)) for k, v in parts.items()}
     if total is None or (limit is not None and total > limit):
         log.warning(
@@ -558,23 +618,30 @@ def log_memory_budget(settings: Settings) -> None:
 
 def start_metrics(settings: Settings, metrics: Metrics) -> WSGIServer | None:
     """/metrics on server.metrics_listen (TLS with server.metrics_tls) in a daemon thread, or
-    None when it is ''. The caller reads the port from `.server_port` (0 binds a free one)."""
-    if not settings.server.metrics_listen:
-        return None
-    host, _, port = settings.server.metrics_listen.rpartition(":")
+    None when it is ''. The caller reads the port from `.server_port` (0 binds a free one).
+    ListenError if the address cannot be bound."""
     tls = settings.server.tls if settings.server.metrics_tls else None
-    http_server, _thread = start_http_server(
-        int(port), addr=host.strip("[]") or "0.0.0.0", registry=metrics.registry,
-        certfile=tls.cert_file if tls else None, keyfile=tls.key_file if tls else None,
-    )  # fmt: skip
-    return http_server
+    try:
+        return serve_metrics(
+            settings.server.metrics_listen, metrics.registry, tls.cert_file if tls else None,
+            tls.key_file if tls else None,
+        )  # fmt: skip
+    except OSError as exc:
+        raise listen_error(settings.server.metrics_listen, "server.metrics_listen", exc) from None
 
 
-async def serve(settings: Settings) -> None:
-    """Run the daemon until SIGTERM/SIGINT, then shut down gracefully."""
-    log_memory_budget(settings)
-    daemon = build_daemon(settings)
-    metrics = start_metrics(settings, daemon.metrics)
+async def serve(
+    settings: Settings,
+    role: WorkerRole | None = None,
+    started: Callable[[CollectorRegistry], None] | None = None,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT, then shut down gracefully. As worker `role`
+    (server/workers.py) it serves no /metrics (the supervisor does: `started` gets the registry
+    once the daemon serves) and leaves the memory budget to the supervisor."""
+    if role is None:
+        log_memory_budget(settings)
+    daemon = build_daemon(settings, role=role)
+    metrics = start_metrics(settings, daemon.metrics) if role is None else None
     metrics_port = metrics.server_port if metrics is not None else None
     await daemon.start()
     stop = asyncio.Event()
@@ -590,6 +657,8 @@ async def serve(settings: Settings) -> None:
     )  # fmt: skip
     if not daemon.router.policy_names and not settings.auto_create_policies:
         log.warning("server.no_policies", hint="declare [policies.<name>] in the config file")
+    if started is not None:
+        started(daemon.metrics.registry)
     await stop.wait()
     log.info(
         "server.stopping", drain_delay_s=settings.server.drain_delay_s,

@@ -14,6 +14,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +23,7 @@ from prometheus_client import (
     GCCollector,
     PlatformCollector,
     ProcessCollector,
+    start_http_server,
 )
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -138,6 +140,21 @@ class Counts(Collector):
                 yield _family(CounterMetricFamily, name, documentation, label or "key", value)
             else:
                 yield CounterMetricFamily(name, documentation, value=value)
+
+
+def serve_metrics(
+    listen: str, registry: CollectorRegistry, cert_file: str | None, key_file: str | None
+) -> WSGIServer | None:
+    """/metrics of `registry` on `listen` (host:port; TLS with both files) in a daemon thread,
+    or None when `listen` is ''."""
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    http_server, _thread = start_http_server(
+        int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry, certfile=cert_file,
+        keyfile=key_file,
+    )  # fmt: skip
+    return http_server
 
 
 def _bound(bound: float) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import hmac
 import json
 import math
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 TraceContext = Literal["full", "hash", "drop"]
+SETTLING = frozenset({"applied", "defaulted", "dropped"})  # outcomes that end a decision
 
 
 class RedactedTraceError(ValueError):
@@ -283,8 +285,43 @@ def _finite(value: object) -> object:
     return value
 
 
+def trace_files(path: Path) -> list[Path]:
+    """The files of the trace configured as `path`: the file itself and, if worker processes
+    wrote it (server.workers > 1), each worker's `<path>.w<i>`, in worker order. Rotated files
+    (`<path>.1`, `<path>.w0.1`, ...) are not included: read them by name."""
+    prefix = path.name + ".w"
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        names = []
+    workers = sorted(
+        (int(name[len(prefix) :]), name)
+        for name in names
+        if name.startswith(prefix) and name[len(prefix) :].isascii()
+        and name[len(prefix) :].isdigit()
+    )  # fmt: skip
+    files = [path.with_name(name) for _, name in workers]
+    return [path, *files] if path.exists() or not files else files
+
+
 def read_trace(path: Path) -> Iterator[dict[str, object]]:
-    """Stream a trace's records (constant memory; large traces are fine)."""
+    """Stream a trace's records (constant memory; large traces are fine). A trace that worker
+    processes wrote (one file per worker, `trace_files`) is read as one: the files' records
+    merged in time order (`t`), so a reward that reached another worker than its decision
+    still follows it."""
+    files = trace_files(path)
+    if len(files) == 1:
+        yield from _read_file(files[0])
+    else:
+        yield from heapq.merge(*(_read_file(f) for f in files), key=_time)
+
+
+def _time(record: dict[str, object]) -> float:
+    t = record.get("t")
+    return float(t) if isinstance(t, int | float) else 0.0
+
+
+def _read_file(path: Path) -> Iterator[dict[str, object]]:
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
@@ -306,12 +343,29 @@ def logged_rows(
     row = (x, index of the logged arm, reward, logged propensity). Streams the trace; keeps
     only pending decisions in memory. Decisions never settled, or settled without a reward
     (dropped), are left out. `arms` fixes the arm order (others are appended as first seen).
-    A decision without x (written with trace_context = "drop") is a RedactedTraceError."""
+    A decision without x (written with trace_context = "drop") is a RedactedTraceError.
+
+    Only the outcome that settled a decision (applied, defaulted, dropped) joins it, whatever
+    the order: in a trace of several worker files (`read_trace`) a duplicate's record can come
+    before the applied one, and an outcome before its decision (a decision's `t` is its
+    Route's start, written when the Route ends)."""
     order = list(arms)
     index = {a: i for i, a in enumerate(order)}
     pending: dict[str, tuple[list[float], str, float]] = {}
+    early: dict[str, object] = {}  # settling outcomes of this policy read before the decision
     rows: list[tuple[list[float], int, float, float]] = []
+
+    def join(decision: tuple[list[float], str, float], reward: object) -> None:
+        if reward is None:
+            return
+        x, arm, propensity = decision
+        if arm not in index:
+            index[arm] = len(order)
+            order.append(arm)
+        rows.append((x, index[arm], float(reward), propensity))  # type: ignore[arg-type]
+
     for record in read_trace(path):
+        decision_id = str(record["decision_id"])
         if record["type"] == "decision":
             if record["policy"] != policy:
                 continue
@@ -321,17 +375,17 @@ def logged_rows(
                     f" (traced with trace_context = {record.get('redacted', '?')!r})"
                 )
             x = [float(v) for v in record["x"]]  # type: ignore[attr-defined]
-            pending[str(record["decision_id"])] = (
-                x, str(record["arm"]), float(record["propensity"]),  # type: ignore[arg-type]
-            )  # fmt: skip
+            decision = (x, str(record["arm"]), float(record["propensity"]))  # type: ignore[arg-type]
+            if decision_id in early:
+                join(decision, early.pop(decision_id))
+            else:
+                pending[decision_id] = decision
             continue
-        got = pending.pop(str(record["decision_id"]), None)
-        reward = record.get("reward")
-        if got is None or reward is None:
+        if record.get("outcome") not in SETTLING:
             continue
-        x, arm, propensity = got
-        if arm not in index:
-            index[arm] = len(order)
-            order.append(arm)
-        rows.append((x, index[arm], float(reward), propensity))  # type: ignore[arg-type]
+        got = pending.pop(decision_id, None)
+        if got is not None:
+            join(got, record.get("reward"))
+        elif decision_id.startswith(policy + ":"):
+            early[decision_id] = record.get("reward")
     return order, rows

@@ -25,10 +25,15 @@ FORMAT = 1
 
 
 class SpillFile:
-    """One replica's spill file (give each replica its own path, e.g. on its pod's volume)."""
+    """One replica's spill file (give each replica its own path, e.g. on its pod's volume).
 
-    def __init__(self, path: Path) -> None:
+    `adopted`: spill files this replica takes over (worker processes: the files a run with
+    another worker count left). They are read with its own, and removed once their decisions
+    are in Redis or in its own file."""
+
+    def __init__(self, path: Path, adopted: tuple[Path, ...] = ()) -> None:
         self.path = path
+        self.adopted = adopted
 
     def write(self, decisions: Iterable[PendingDecision]) -> None:
         """Replace the file with `decisions` (written to a temporary file, then renamed)."""
@@ -48,18 +53,25 @@ class SpillFile:
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(self.path)
+        for path in self.adopted:  # their decisions were read into the buffer just written
+            path.unlink(missing_ok=True)
 
     def read(self) -> Iterator[PendingDecision]:
-        """The decisions a previous run spilled (none if there is no file; bad lines skipped)."""
+        """The decisions previous runs spilled, its own file then the adopted ones (none if
+        there is no file; bad lines skipped)."""
+        for path in (self.path, *self.adopted):
+            yield from self._read(path)
+
+    def _read(self, path: Path) -> Iterator[PendingDecision]:
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return
         for n, line in enumerate(lines, 1):
             try:
                 r = json.loads(line)
                 if r.get("v") != FORMAT:
-                    log.warning("state.spill_line_skipped", path=str(self.path), line=n,
+                    log.warning("state.spill_line_skipped", path=str(path), line=n,
                                 error=f"format {r.get('v')!r}")  # fmt: skip
                     continue
                 yield PendingDecision(
@@ -69,8 +81,9 @@ class SpillFile:
                     str(r["model_arm"]),
                 )  # fmt: skip
             except (ValueError, KeyError, TypeError) as exc:
-                log.warning("state.spill_line_skipped", path=str(self.path), line=n,
+                log.warning("state.spill_line_skipped", path=str(path), line=n,
                             error=str(exc)[:200])  # fmt: skip
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        for path in (self.path, *self.adopted):
+            path.unlink(missing_ok=True)

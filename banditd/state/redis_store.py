@@ -9,6 +9,10 @@ Design (docs/redis.md has the long form):
   round trip of small stamps; only arms whose stamp moved are fetched and refactorised. A
   reward this replica settles on an arm it holds moves its cache too (Sherman–Morrison), so
   only other replicas' updates (and decay epochs) are fetched.
+- Coalescing (coalescer.py; on by default): the scripts of concurrent Routes and Feedbacks
+  queued in one event-loop turn go to Redis as one pipeline over one connection, so under load
+  a Route+Feedback costs well under its 3 round trips, and much less client CPU than a
+  redis-py call each. Each script stays atomic; the join stays exactly once.
 - Outage: calls are bounded by timeout_s. load() then serves the cached model flagged
   degraded; record() keeps the decision in a bounded local buffer, flushed when Redis answers
   again; settle() raises StateUnavailableError (gRPC UNAVAILABLE; retries are idempotent).
@@ -35,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -49,6 +55,7 @@ from banditd.feedback import ids
 from banditd.policies import linear
 from banditd.policies.linear import ArmState
 from banditd.state import codec, keys, outage
+from banditd.state.coalescer import Arg, ClusterCoalescer, Coalescer
 from banditd.state.connection import RedisClient
 from banditd.state.keys import Slot
 from banditd.state.layout import LAYOUT_WAIT_S, Layout
@@ -80,6 +87,9 @@ MIGRATED = (
     " 'segment' migrated it); this replica has key_layout = 'policy': restart it with 'segment'"
     " (retry: another replica takes the call)"
 )
+MAX_ROUTED = 16_384  # decisions this replica recorded, remembered (policy, segment, arm) for
+# while their Feedback may come back here: a load skips fetching arms its own settles move
+SKIP_STAMP = str(2**62)  # a cached stamp load.lua never finds older than the stored one
 
 
 def _lua(name: str) -> str:
@@ -117,7 +127,11 @@ class RedisStoreParams:
     buffer_max_age_s: a buffered decision not flushed within this is given up (counted), and
     other replicas answer UNAVAILABLE for its feedback until then; spill_path: where close()
     writes buffered decisions it could not flush, read back at the next start ('' = off);
-    cache_bytes: bound on the derived model state cached (least recently loaded goes first);
+    spill_adopt: other spill files to read back at start too (a run with another number of
+    worker processes left them: server/workers.py), removed with spill_path's; cache_bytes:
+    bound on the derived model state cached (least recently loaded goes first);
+    coalesce: send the scripts of concurrent calls as one pipeline per event-loop turn over one
+    dedicated connection (coalescer.py) instead of one pooled redis-py call each;
     key_layout: "segment" (a hash slot per (policy, segment tag)) or "policy" (every key of
     a policy in its own slot: the layout before segment tags, for a rolling upgrade)."""
 
@@ -131,7 +145,9 @@ class RedisStoreParams:
     max_connections: int = 64
     buffer_max_age_s: float = 600.0
     spill_path: str = ""
+    spill_adopt: tuple[str, ...] = ()
     cache_bytes: int = 64 << 20
+    coalesce: bool = True
     key_layout: str = "segment"
 
     def __post_init__(self) -> None:
@@ -158,6 +174,8 @@ class StoreStats:
     spilled: int = 0  # buffered decisions written to spill_path by close()
     unspilled: int = 0  # buffered decisions read back from spill_path at start
     expired_segments: int = 0  # segments forgotten after segment_ttl_s unused
+    flushes: int = 0  # pipelines the coalescer sent (one network write each; per node on a Cluster)
+    flushed_commands: int = 0  # commands those pipelines carried
 
 
 @dataclass(slots=True)
@@ -217,7 +235,24 @@ class RedisModelStore:
         # One connection stays free for the readiness ping (which is not a `call`).
         self._slots = asyncio.Semaphore(max(1, self._p.max_connections - 1))
         self.stats = StoreStats()
-        self._spill = outage.SpillFile(Path(self._p.spill_path)) if self._p.spill_path else None
+        self._coalescer: Coalescer | ClusterCoalescer | None = None
+        if self._p.coalesce:
+            self._coalescer = (
+                ClusterCoalescer(client, self.stats)
+                if isinstance(client, RedisCluster)
+                else Coalescer(client, self._p.timeout_s, self.stats)
+            )
+        # Own settles in flight per (model, arm), and where this replica's recent decisions
+        # learn, so a load can leave those arms' sums in Redis (_load_once). Only over the
+        # single-node coalescer: its one connection keeps a settle's reply ahead of a later
+        # load's.
+        self._ordered = isinstance(self._coalescer, Coalescer)
+        self._routed: dict[DecisionId, tuple[ModelKey, ArmId]] = {}
+        self._settling: dict[tuple[ModelKey, ArmId], int] = {}
+        self._spill = None
+        if self._p.spill_path:
+            adopted = tuple(Path(p) for p in self._p.spill_adopt)
+            self._spill = outage.SpillFile(Path(self._p.spill_path), adopted)
         if self._spill is not None:
             for decision in self._spill.read():
                 self._buffer[decision.decision_id] = decision
@@ -240,13 +275,11 @@ class RedisModelStore:
 
     # -- the one place redis errors are translated -----------------------------------------
     async def call(self, make: Callable[[], Awaitable[Any]], migrating: bool = False) -> Any:
-        """Run one Redis call; redis errors come out as StateUnavailableError. The first
-        call brings the Redis to this store's key layout (layout.py; migrating=True: a call of
-        that migration)."""
-        if not migrating and not self.layout.ready:
-            await self.layout.ensure()
-        if self.layout.retired:
-            raise StateUnavailableError(MIGRATED)
+        """Run one Redis call on a pooled connection; redis errors come out as
+        StateUnavailableError. The first call brings the Redis to this store's key layout
+        (layout.py; migrating=True: a call of that migration)."""
+        if not migrating:
+            await self._layout_ready()
         if not self.healthy:
             self.stats.unavailable += 1
             raise StateUnavailableError("redis is unreachable (retrying shortly)")
@@ -270,6 +303,17 @@ class RedisModelStore:
             # No asyncio.timeout around the call: cancelling redis-py mid-handshake leaks the
             # socket. Its own socket_connect_timeout/socket_timeout (= timeout_s) bound each
             # step and clean up after themselves.
+            return await self.translate(make)
+        finally:
+            slots.release()
+
+    async def translate(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        """Await one Redis call (fail fast while Redis is marked down); redis errors come out
+        as StateUnavailableError. The one place they are translated."""
+        if not self.healthy:
+            self.stats.unavailable += 1
+            raise StateUnavailableError("redis is unreachable (retrying shortly)")
+        try:
             return await make()
         except MaxConnectionsError as exc:  # the pool is shared (Admin, scripts): still busy
             self.stats.unavailable += 1
@@ -284,8 +328,24 @@ class RedisModelStore:
         except RedisError as exc:  # cluster reshards, OOM, script errors: not our data's fault
             self.stats.unavailable += 1
             raise StateUnavailableError(f"redis refused the call: {exc}") from exc
-        finally:
-            slots.release()
+
+    async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """One script call of the hot path (load, record, settle): coalesced with the calls
+        of the same loop turn when coalescing is on, else a pooled redis-py call."""
+        coalescer = self._coalescer
+        if coalescer is None:
+            return await self.call(lambda: script(keys=keys, args=args))
+        await self._layout_ready()
+        return await self.translate(lambda: coalescer.evalsha(script, keys, args))
+
+    async def _layout_ready(self) -> None:
+        """Before any call but the migration's: the Redis has this store's key layout
+        (layout.py: the first call migrates it), and it was not migrated under a replica
+        with key_layout = "policy"."""
+        if not self.layout.ready:
+            await self.layout.ensure()
+        if self.layout.retired:
+            raise StateUnavailableError(MIGRATED)
 
     async def pipelined(self, commands: Sequence[Callable[[Any], Any]]) -> list[Any]:
         """Plain commands (each a function of a pipeline, e.g. methodcaller("hmget", ...)) in
@@ -359,41 +419,73 @@ class RedisModelStore:
     async def load(
         self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, for_route: bool = False
     ) -> ModelSnapshot:
-        """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved. For a
-        Route to a segment this replica has not registered lately, with a segment limit that
-        refuses, the registry's answer in a second call alongside."""
+        """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved.
+        (Rarely two: see _load_once's `skip`.) For a Route to a segment this replica has not
+        registered lately, with a segment limit that refuses, the registry's answer in a
+        second call alongside."""
         cache = self._cache.pop(key, None)  # re-inserted last: the dict's order is recency
         if cache is None:
             cache = {}
         self._cache[key] = cache
+        settling = self._settling
+        skip = {arm for arm in arms if (key, arm) in settling} if settling else set()
+        limit = spec.max_segments if for_route and not spec.evict_lru else 0
+        try:
+            version, states, stale = await self._load_once(key, arms, spec, limit, cache, skip)
+            if stale:  # moved by more than this replica's own settles: fetch them after all
+                _, fresh, _ = await self._load_once(key, stale, spec, 0, cache, set())
+                states.update(fresh)
+        except StateUnavailableError:
+            return self._degraded(key, arms, spec)
+        self._trim_cache()
+        self._versions[key] = version
+        return ModelSnapshot(states, version)
+
+    async def _load_once(
+        self,
+        key: ModelKey,
+        arms: Sequence[ArmId],
+        spec: ModelSpec,
+        limit: int,
+        cache: dict[ArmId, _Cached],
+        skip: set[ArmId],
+    ) -> tuple[int, dict[ArmId, ArmState], list[ArmId]]:
+        """One load.lua call: (version, states, stale arms).
+
+        Arms in `skip` have a settle of this replica's in flight. Over the coalescer's one
+        connection that settle ran before this load and its reply, read first, moves the
+        cache (_absorb) before this reply is looked at; so their sums are not asked for, and
+        only if the cache then still lags the stamp Redis reported (another replica changed
+        the arm too, or a decay epoch passed) are they returned as stale, to fetch. Asking
+        for them every time made a Route under load fetch most candidates' sums (about 50 kB
+        per Route+Feedback at d=32, K=16, 64 in flight) only to drop them."""
         held = ",".join([
-            str(c.stamp) if (c := cache.get(arm)) is not None and c.state.l2 == spec.l2 else "-1"
+            SKIP_STAMP if arm in skip
+            else str(c.stamp) if (c := cache.get(arm)) is not None and c.state.l2 == spec.l2
+            else "-1"
             for arm in arms
         ])  # fmt: skip
         slot = self._keys.segment_slot(key.policy, key.segment)
         k = [self._keys.model(slot), self._keys.sums(slot)]
         args = [*self._load_fields(key.segment, tuple(arms)), held]
-        limit = spec.max_segments if for_route and not spec.evict_lru else 0
-        try:
-            if limit and not self._registered(key.policy, key.segment, self._now(), spec):
-                full, reply = await _together(
-                    self.call(partial(self._full, keys=[self._keys.segments(key.policy)],
-                                      args=[key.segment, str(limit)])),
-                    self.call(lambda: self._load(keys=k, args=args)),
-                )  # fmt: skip
-                if full:
-                    raise segment_limit_error(key, spec, int(full))
-            else:
-                reply = await self.call(lambda: self._load(keys=k, args=args))
-        except StateUnavailableError:
-            return self._degraded(key, arms, spec)
+        if limit and not self._registered(key.policy, key.segment, self._now(), spec):
+            registry = [self._keys.segments(key.policy)]
+            full, reply = await _together(
+                self.run(self._full, registry, [key.segment, str(limit)]),
+                self.run(self._load, k, args),
+            )
+            if full:
+                raise segment_limit_error(key, spec, int(full))
+        else:
+            reply = await self.run(self._load, k, args)
         if reply[0] == b"migrated":  # key_layout = "policy" after the migration (layout.py)
-            return self._degraded(key, arms, spec)
+            raise StateUnavailableError(MIGRATED)
         version_raw, fp_raw, stamps_raw, blobs = reply
         if fp_raw is not None:
             check_fingerprint(key, fp_raw.decode(), spec)
         prior = self._prior(spec)
         states: dict[ArmId, ArmState] = {}
+        stale: list[ArmId] = []
         fetched = False
         for arm, stamp, blob in zip(arms, stamps_raw, blobs, strict=True):
             if stamp is None:
@@ -419,13 +511,14 @@ class RedisModelStore:
                     self._cache_put(cache, arm, _Cached(sums.stamp, state))
                     self.stats.refactorised += 1
             cached = cache.get(arm)
+            if arm in skip and (
+                cached is None or cached.stamp < int(stamp) or cached.state.l2 != spec.l2
+            ):
+                stale.append(arm)
             states[arm] = cached.state if cached is not None else prior
         if fetched:
             self.stats.fetches += 1
-        self._trim_cache()
-        version = int(version_raw or 0)
-        self._versions[key] = version
-        return ModelSnapshot(states, version)
+        return int(version_raw or 0), states, stale
 
     def _load_fields(self, segment: str, arms: tuple[ArmId, ...]) -> tuple[str, str, str, str]:
         """load.lua's field arguments for (segment, candidates), built once per candidate list."""
@@ -488,7 +581,7 @@ class RedisModelStore:
     async def _record_one(self, decision: PendingDecision, spec: ModelSpec | None = None) -> None:
         await self._register_slot(decision.policy, ids.tag_of(decision.decision_id))
         k, args = self._pending_args(decision)
-        record = self.call(lambda: self._record(keys=k, args=args))
+        record = self.run(self._record, k, args)
         self._visit_by(self._keys.decision_slot(decision.decision_id), decision.deadline)
         if self._registered(decision.policy, decision.segment, decision.created_at, spec):
             await record
@@ -532,9 +625,7 @@ class RedisModelStore:
         evict_at = spec.max_segments if spec is not None and spec.evict_lru else 0
         refresh = self._refresh_s(spec)
         args = [segment, repr(at), str(evict_at), repr(refresh)]
-        evicted = await self.call(
-            partial(self._touch, keys=[self._keys.segments(policy)], args=args)
-        )
+        evicted = await self.run(self._touch, [self._keys.segments(policy)], args)
         touched = self._touched
         touched[(policy, segment)] = max(at, touched.pop((policy, segment), at))
         if len(touched) > MAX_TOUCHED:
@@ -569,6 +660,11 @@ class RedisModelStore:
         segment when flushed, without evicting: it was acknowledged, so it is not refused.)"""
         try:
             await self._record_one(decision, spec)
+            if self._ordered:
+                routed = self._routed
+                if len(routed) >= MAX_ROUTED:
+                    del routed[next(iter(routed))]
+                routed[decision.decision_id] = (decision.key, decision.state_arm)
         except StateUnavailableError:
             self._expire_buffer()
             if len(self._buffer) >= self._p.max_buffered:
@@ -636,7 +732,7 @@ class RedisModelStore:
         while the decision was pending; a failure to is logged, the reward stands)."""
         decision_id = str(args[0])
         k = self._settle_keys(decision_id, slot)
-        reply: list[Any] = await self.call(lambda: self._settle(keys=k, args=args))
+        reply: list[Any] = await self.run(self._settle, k, args)
         if len(reply) > 7 and reply[7] == b"-1":  # the arm had no state: the previous stamp
             segment = reply[5].decode()
             if not self._registered(policy, segment, now, None):
@@ -656,7 +752,7 @@ class RedisModelStore:
         k, legacy = self._keys, self._keys.legacy(policy)
         lk = [k.pending(decision_id, legacy), k.tombstone(decision_id, legacy), k.deadlines(legacy)]
         mode, now_raw = args[1], args[3]
-        peek = await self.call(lambda: self.layout.peek(keys=lk, args=[decision_id, mode, now_raw]))
+        peek = await self.run(self.layout.peek, lk, [decision_id, mode, now_raw])
         head = peek[0]
         if head == b"moved":
             slot = k.slot(policy, peek[1].decode())
@@ -679,10 +775,9 @@ class RedisModelStore:
         tomb_ms = str(math.ceil(self._p.tombstone_ttl_s * 1e3))
         rk = [k.pending(decision_id, slot), k.tombstone(decision_id, slot), k.deadlines(slot)]
         adopt = [decision_id, repr(deadline), str(ttl_ms), repr(now), "", tomb_ms, *flat]
-        await self.call(lambda: self._record(keys=rk, args=adopt))
+        await self.run(self._record, rk, adopt)
         self._visit_by(slot, deadline)
-        await self.call(lambda: self.layout.retire(keys=lk, args=[decision_id, tag, tomb_ms,
-                                                                  now_raw]))  # fmt: skip
+        await self.run(self.layout.retire, lk, [decision_id, tag, tomb_ms, now_raw])
         return await self._settle_in(slot, policy, args, now)
 
     async def _settle_any(
@@ -714,8 +809,19 @@ class RedisModelStore:
             decision_id, "feedback", codec.encode_f64(reward), codec.encode_f64(now),
         ]  # fmt: skip
         args += self._spec_args(spec, now)
-        reply = await self._settle_any(decision_id, policy, args, now)
-        settled = self._settlement(reply, decision_id, policy, spec)
+        where = self._routed.pop(decision_id, None) if self._ordered else None
+        settling = self._settling
+        if where is not None:  # a load issued from now on need not fetch this arm
+            settling[where] = settling.get(where, 0) + 1
+        try:
+            reply = await self._settle_any(decision_id, policy, args, now)
+            settled = self._settlement(reply, decision_id, policy, spec)  # (absorbs it)
+        finally:
+            if where is not None:
+                if settling[where] == 1:
+                    del settling[where]
+                else:
+                    settling[where] -= 1
         if settled.outcome is Outcome.UNKNOWN:
             self._check_not_buffered_elsewhere(decision_id, now)
             if not self._keys.per_segment and ids.tag_of(decision_id) is not None:
@@ -962,4 +1068,6 @@ class RedisModelStore:
         elif self._buffer:
             log.warning("state.buffer_lost", decisions=len(self._buffer),
                         hint="set store.redis.spill_path to keep them across restarts")  # fmt: skip
+        if self._coalescer is not None:
+            await self._coalescer.aclose()
         await self._redis.aclose()

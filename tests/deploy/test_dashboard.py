@@ -1,8 +1,9 @@
-"""The example Grafana dashboard has a panel for every series a running daemon exports, and
-queries no series the daemon does not export."""
+"""The example Grafana dashboard has a panel for every series a running daemon exports (and
+the supervisor of worker processes adds), and queries no series the daemon does not export."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import urllib.request
@@ -10,9 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from banditd.server.app import build_daemon, start_metrics
+from banditd.server.supervisor import worker_families
 from tests.deploy.conftest import DEPLOY
 from tests.integration.conftest import daemon_settings
 
@@ -21,6 +25,17 @@ SUFFIXES = {
     "counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum"),
     "info": ("_info",), "summary": ("", "_count", "_sum"), "unknown": ("",),
 }  # fmt: skip
+
+
+class _Fixed(CollectorRegistry):
+    """A registry of fixed families (the supervisor's own, server/supervisor.py)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        super().__init__()
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
 
 
 def _exprs(node: Any) -> list[str]:
@@ -45,18 +60,27 @@ def exported() -> dict[str, set[str]]:
     settings = daemon_settings()
     settings = daemon_settings(server={**settings.server.model_dump(),
                                        "metrics_listen": "127.0.0.1:0"})  # fmt: skip
-    daemon = build_daemon(settings)
-    http = start_metrics(settings, daemon.metrics)
-    assert http is not None
-    try:
-        url = f"http://127.0.0.1:{http.server_port}/metrics"
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-    finally:
-        http.shutdown()
-        http.server_close()
+
+    async def scrape() -> str:
+        # In a loop of its own: grpc.aio servers need one, and a sync fixture has none once an
+        # async test before it has run (the suite order made this fail in `make test`).
+        daemon = build_daemon(settings)
+        http = start_metrics(settings, daemon.metrics)
+        assert http is not None
+        try:
+            url = f"http://127.0.0.1:{http.server_port}/metrics"
+            with await asyncio.to_thread(urllib.request.urlopen, url, timeout=5) as reply:
+                return str(reply.read().decode())
+        finally:
+            http.shutdown()
+            http.server_close()
+            await daemon.stop(grace_s=0)
+
+    text = asyncio.run(scrape())
+    supervisor = generate_latest(_Fixed(worker_families(2, {0: True}, {0: 1}, {0: 5.0}))).decode()
     families = {
         family.name: {family.name + suffix for suffix in SUFFIXES[family.type]}
-        for family in text_string_to_metric_families(text)
+        for family in text_string_to_metric_families(text + supervisor)
     }
     # prometheus_client writes each counter's and histogram's creation time as a gauge family
     # of its own (`<name>_created`): a timestamp for rate() to detect resets, not a panel.

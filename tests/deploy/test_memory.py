@@ -16,6 +16,8 @@ import pytest
 
 from banditd import sizing
 from banditd.config import load_settings
+from banditd.server.cgroup import usable_cpus
+from banditd.server.workers import worker_count
 from tests.deploy.conftest import (
     CONFIG_TOML,
     CONFIGS,
@@ -87,3 +89,17 @@ def test_an_idle_daemon_uses_no_more_than_the_baseline(tmp_path: Path) -> None:
         proc.terminate()
         proc.communicate(timeout=30)  # drains and closes the pipe
     assert rss_kb * 1024 <= sizing.BASELINE_BYTES, rss_kb
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_auto_workers_follow_the_sidecar_limits(overlay: str) -> None:
+    """workers = "auto": the sidecar's CPU limit of 1 makes one process (no supervisor); at
+    2 CPUs its 512 Mi still holds 2 workers and the supervisor at the worst case, not 3."""
+    settings = load_settings(CONFIGS[overlay])
+    assert settings.server.workers == "auto"
+    limits = sidecar(render(overlay))["resources"]["limits"]
+    assert str(limits["cpu"]) == "1"
+    memory = limit_bytes(overlay)
+    assert worker_count(settings, lambda: usable_cpus(lambda: 8, lambda: 1.0), lambda: memory) == 1
+    assert worker_count(settings, lambda: 2, lambda: memory) == 2
+    assert worker_count(settings, lambda: 3, lambda: memory) == 2

@@ -159,6 +159,56 @@ async def test_buffered_decisions_survive_a_clean_restart_via_the_spill_file(
         await a.stop(grace_s=0)
 
 
+async def test_a_spill_file_left_by_another_worker_count_is_adopted(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """Worker 1 of 2 spilled to spill_path.w1; after a restart with one process (workers = 1)
+    the daemon reads that file too, flushes its decision and removes it: the reward joins."""
+    spill = tmp_path / "spill" / "buffer.jsonl"
+    left = spill.with_name("buffer.jsonl.w1")
+    b, ch_b = await start(redis, spill_path=str(left))  # the file worker 1 of 2 writes
+    try:
+        redis.kill()
+        routed = await pb_grpc.RouterStub(ch_b).Route(ROUTE, timeout=10)
+        assert routed.degraded
+    finally:
+        await ch_b.close()
+        await b.stop(grace_s=0)
+    assert left.is_file()
+    redis.restart()
+    one, ch = await start(redis, spill_path=str(spill))
+    try:
+        assert isinstance(one.store, RedisModelStore)
+        assert one.store.stats.unspilled == 1
+        assert not left.exists()
+        applied = await feedback_code(pb_grpc.RouterStub(ch), routed.decision_id, 0.5)
+        assert applied == "FEEDBACK_STATUS_APPLIED"
+    finally:
+        await ch.close()
+        await one.stop(grace_s=0)
+
+
+def test_an_adopted_spill_file_goes_once_its_decisions_are_in_the_own_file(
+    tmp_path: Path,
+) -> None:
+    """Reading gives own then adopted decisions; writing (at close) replaces the adopted files
+    by the own one, so no decision is read twice by a later start."""
+    x = np.array([1.0, 0.5])
+    mine, left = tmp_path / "s.w0", tmp_path / "s"
+    SpillFile(left).write([PendingDecision("p:1", "p", "", "a", x, 1.0, 1, 0.0, 60.0, "a")])
+    SpillFile(mine).write([PendingDecision("p:2", "p", "", "a", x, 1.0, 1, 0.0, 60.0, "a")])
+    spill = SpillFile(mine, (left,))
+    decisions = list(spill.read())
+    assert [d.decision_id for d in decisions] == ["p:2", "p:1"]
+    spill.write(decisions)
+    assert not left.exists()
+    assert [d.decision_id for d in SpillFile(mine).read()] == ["p:2", "p:1"]
+    SpillFile(left).write(decisions[:1])
+    spill.remove()
+    assert not mine.exists()
+    assert not left.exists()
+
+
 def test_spill_file_round_trips_decisions_exactly(tmp_path: Path) -> None:
     """x goes through JSON and back bit for bit; a corrupt line is skipped, not fatal."""
     x = np.array([1.0, 0.1, -1e-300, 2.0**-1074, 1.7976931348623157e308])

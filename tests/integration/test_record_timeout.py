@@ -31,8 +31,10 @@ async def test_a_record_that_timed_out_but_landed_is_learned_once(tmp_path: Path
     its deadline the model holds one update for it, not a second, default one."""
     proc, port = start_redis(tmp_path)
     url = f"redis://127.0.0.1:{port}/0"
-    params = RedisStoreParams(timeout_s=0.2, retry_after_s=0.0)
-    store = RedisModelStore(connect(RedisConnection(url, timeout_s=0.2)), params)
+    # 1 s: a frozen Redis takes that long to time out; one merely slowed by a loaded machine
+    # must not (0.2 s failed under load)
+    params = RedisStoreParams(timeout_s=1.0, retry_after_s=0.0)
+    store = RedisModelStore(connect(RedisConnection(url, timeout_s=1.0)), params)
     spec = ModelSpec(dim=2, default_reward=0.0, fingerprint="f")
     now = time.time()
 

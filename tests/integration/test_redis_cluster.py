@@ -23,12 +23,13 @@ from redis.asyncio.cluster import RedisCluster
 
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+from banditd.feedback import ids
 from banditd.server.app import build_daemon
 from banditd.state import codec, keys
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
 from banditd.state.redis_store import RedisModelStore
-from banditd.types import ModelKey, PendingDecision
+from banditd.types import ModelKey, ModelSpec, Outcome, PendingDecision
 from tests.integration.conftest import start_redis
 from tests.integration.test_redis_store import run_table
 from tests.integration.traffic import (
@@ -268,3 +269,38 @@ async def test_one_policy_s_segments_spread_over_the_shards(cluster_url: str):
             w = want[arm]
             assert (sums.n, sums.b.tobytes(), sums.s.tobytes()) == (
                 w.n, w.b.tobytes(), w.s.tobytes())  # fmt: skip
+
+
+async def test_cluster_store_coalesces_concurrent_calls_into_one_pipeline_per_wave(
+    cluster_url: str,
+):
+    """On a Cluster each flush is one redis-py ClusterPipeline (split by node): 12 records of
+    three policies (so on different slots, most likely different nodes) started together go
+    out in one flush, then their 12 settles in one, all applied."""
+    await flush(cluster_url)
+    store = RedisModelStore(connect(RedisConnection(cluster_url, timeout_s=2.0, cluster=True)))
+    spec = ModelSpec(dim=2, fingerprint="f")
+    x = np.array([1.0, 0.5])
+    decisions = [
+        PendingDecision(
+            f"{policy}:{ids.segment_tag('')}-{i:04x}", policy, "", "a", x, 1.0, 0, 1.0, 1e12
+        )
+        for policy in ("p", "q", "r")
+        for i in range(4)
+    ]
+    try:
+        for policy in ("p", "q", "r"):  # each policy registered, both scripts cached
+            first = dataclasses.replace(
+                decisions[0], decision_id=f"{policy}:000-ffff", policy=policy
+            )
+            await store.record(first)
+            await store.settle(first.decision_id, 0.0, 1.0, spec)
+        flushes = store.stats.flushes
+        await asyncio.gather(*(store.record(d) for d in decisions))
+        settled = await asyncio.gather(
+            *(store.settle(d.decision_id, 1.0, 2.0, spec) for d in decisions)
+        )
+        assert store.stats.flushes == flushes + 2
+    finally:
+        await store.close()
+    assert {s.outcome for s in settled} == {Outcome.APPLIED}

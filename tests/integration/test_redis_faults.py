@@ -135,7 +135,16 @@ async def test_redis_killed_mid_load_then_restarted(aof_dir: Path):
         stop.set()
         await asyncio.wait_for(asyncio.gather(*workers), timeout=30)
         metrics = daemon.metrics.registry
-        await asyncio.sleep(0.2)  # one more watcher tick exports the counters
+        assert isinstance(daemon.store, RedisModelStore)
+        stats = daemon.store.stats
+        await wait_until(  # the watcher exports the store's counts at its next tick
+            lambda: (
+                (metrics.get_sample_value("banditd_decisions_unrecorded_total") or 0)
+                >= stats.unrecorded
+                and (metrics.get_sample_value("banditd_store_errors_total") or 0)
+                >= stats.unavailable
+            )
+        )
         unrecorded = metrics.get_sample_value("banditd_decisions_unrecorded_total")
         store_errors = metrics.get_sample_value("banditd_store_errors_total")
         client = aioredis.from_url(url)
@@ -165,8 +174,9 @@ async def test_redis_killed_mid_load_then_restarted(aof_dir: Path):
 async def test_slow_redis_degrades_load_and_fails_settle_idempotently(tmp_path: Path):
     """A frozen Redis: load serves the cache (degraded), settle is UNAVAILABLE, retry joins once."""
     proc, port = start_redis(tmp_path)
-    params = RedisStoreParams(timeout_s=0.2, retry_after_s=0.0)
-    store = RedisModelStore(connect(RedisConnection(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)),
+    # 1 s: long enough that only the frozen Redis times out, not one slowed by a loaded machine
+    params = RedisStoreParams(timeout_s=1.0, retry_after_s=0.0)
+    store = RedisModelStore(connect(RedisConnection(f"redis://127.0.0.1:{port}/0", timeout_s=1.0)),
                             params)  # fmt: skip
     spec = ModelSpec(dim=2, fingerprint="f")
     key = ModelKey("p")

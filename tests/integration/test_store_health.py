@@ -40,7 +40,8 @@ def redis_settings(port: int, **server: object) -> Settings:
                 **server},
         store={
             "backend": "redis",
-            "redis": {"url": f"redis://127.0.0.1:{port}/0", "timeout_s": 0.5,
+            # 2 s: a killed Redis refuses at once; a slow machine must not look like an outage
+            "redis": {"url": f"redis://127.0.0.1:{port}/0", "timeout_s": 2.0,
                       "health_interval_s": 0.05},
         },
     )  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import stat
 from pathlib import Path
@@ -20,18 +19,22 @@ from banditd.sim.logged import load_trace
 from banditd.sim.replay import replay_trace
 from banditd.sim.traces import RedactedTraceError, read_trace
 from banditd.sim.tune import evaluate_logged
+from tests.conftest import FakeClock
 from tests.integration.conftest import daemon_settings
 
 
-async def test_replaying_a_daemon_trace_reproduces_its_decisions(tmp_path):
-    """A seeded daemon logs Route/Feedback/expiry; a fresh Router replays the same choices."""
+async def test_replaying_a_daemon_trace_reproduces_its_decisions(tmp_path, clock: FakeClock):
+    """A seeded daemon logs Route/Feedback/expiry; a fresh Router replays the same choices.
+
+    The daemon's clock is the test's: a reward is in time and an unrewarded decision expires
+    because the test says so, however slowly a loaded machine runs the RPCs."""
     trace = tmp_path / "trace.jsonl"
     policy = {
         "arms": ["a", "b", "c"], "features": {"numeric": ["x1", "x2"]},
-        "alpha": 0.3, "epsilon": 0.2, "reward_wait_s": 0.05,
+        "alpha": 0.3, "epsilon": 0.2, "reward_wait_s": 60,
     }  # fmt: skip
     settings = daemon_settings(seed=7, trace_path=str(trace), policies={"chat": policy})
-    daemon = build_daemon(settings)
+    daemon = build_daemon(settings, clock=clock)  # type: ignore[arg-type]
     await daemon.start()
     rng = np.random.default_rng(3)
     try:
@@ -45,12 +48,14 @@ async def test_replaying_a_daemon_trace_reproduces_its_decisions(tmp_path):
                     candidates=[pb.Candidate(id=a) for a in ("a", "b", "c")],
                 ))  # fmt: skip
                 if i % 10 == 9:  # no feedback: settled by the expiry sweep
-                    await asyncio.sleep(0.06)
-                    await daemon.sweep_once()
+                    clock.advance(61)  # past the 60 s window
+                    assert await daemon.sweep_once() == 1
                     continue
+                clock.advance(1)  # rewarded 1 s later, well in time
                 best = {"a": x1, "b": x2, "c": 0.2}[resp.arm_id]
                 reward = best + 0.1 * rng.standard_normal()
                 await stub.Feedback(pb.FeedbackRequest(decision_id=resp.decision_id, reward=reward))
+                clock.advance(1)
     finally:
         await daemon.stop(grace_s=0)
     records = list(read_trace(trace))
@@ -78,7 +83,7 @@ async def test_replaying_a_daemon_trace_reproduces_its_decisions(tmp_path):
     # The same through a scenario file: `banditd simulate` OPEs and re-checks the trace.
     (tmp_path / "banditd.toml").write_text(
         'seed = 7\n[policies.chat]\narms = ["a", "b", "c"]\nalpha = 0.3\nepsilon = 0.2\n'
-        'reward_wait_s = 0.05\nfeatures = { numeric = ["x1", "x2"] }\n'
+        'reward_wait_s = 60\nfeatures = { numeric = ["x1", "x2"] }\n'
     )
     scenario = tmp_path / "from_trace.toml"
     scenario.write_text(

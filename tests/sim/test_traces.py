@@ -291,3 +291,27 @@ def test_trace_options_refuse_negative_bounds_and_unknown_modes() -> None:
         TraceOptions(max_age_s=float("nan"))
     with pytest.raises(ValueError, match="context"):
         TraceOptions(context="sha")
+
+
+def test_worker_files_are_read_as_one_trace_in_time_order(tmp_path: Path) -> None:
+    """server.workers > 1 writes <trace_path>.w<i>; reading trace_path merges them by time, so
+    a reward that reached worker 1 joins its decision from worker 0 (rotated files stay out).
+    A duplicate's record before the applied one, or an outcome before its decision (a file is
+    in write order, a decision's t is its Route's start), do not lose the join."""
+    path = tmp_path / "trace.jsonl"
+    duplicate = outcome(2) | {"t": T0 + 2.2, "outcome": "duplicate", "reward": None}
+    files = {"trace.jsonl.w0": [decision(0), decision(2), duplicate, outcome(3), decision(6),
+                                decision(5)],
+             "trace.jsonl.w1": [outcome(0), decision(1), outcome(1), outcome(2), decision(3),
+                                outcome(5)],
+             "trace.jsonl.w0.1": [decision(9)], "trace.jsonl.1": [decision(8)]}  # fmt: skip
+    for name, records in files.items():
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+    records = list(read_trace(path))
+    assert len(records) == 12
+    assert [r["t"] for r in records[:9]] == sorted(r["t"] for r in records[:9])
+    _, rows = logged_rows(path, "chat")
+    assert len(rows) == 5  # decisions 0, 1, 2, 3 and 5 (without the fix: 3)
+    path.write_text(json.dumps(decision(4)) + "\n")  # a run with one process wrote it too
+    assert len(list(read_trace(path))) == 13
+    assert len(list(read_trace(tmp_path / "trace.jsonl.w1"))) == 6  # one worker's file alone

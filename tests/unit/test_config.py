@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from banditd.cli import main
 from banditd.config import load_settings
+from banditd.errors import ConfigError
 
 TOML = """
 seed = 3
@@ -64,8 +65,8 @@ def test_invalid_values_fail_validation(config: Path, monkeypatch: pytest.Monkey
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
-    """An explicitly named config file that does not exist fails."""
-    with pytest.raises(FileNotFoundError):
+    """An explicitly named config file that does not exist fails, naming it."""
+    with pytest.raises(ConfigError, match=r"nope\.toml does not exist"):
         load_settings(tmp_path / "nope.toml")
 
 

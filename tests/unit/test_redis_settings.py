@@ -45,3 +45,16 @@ def test_check_config_masks_redis_secrets(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "hunter2" not in out
     assert json.loads(out)["store"]["redis"]["password"] == "***"
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_store_redis_coalesce_reaches_the_store(coalesce: bool, monkeypatch: pytest.MonkeyPatch):
+    """store.redis.coalesce (default true) picks the coalesced path or the pooled one; the
+    store is built without connecting."""
+    from banditd.server.app import build_redis_store
+    from banditd.state.coalescer import Coalescer
+
+    assert Settings().store.redis.coalesce is True
+    monkeypatch.setenv("BANDITD_STORE__REDIS__COALESCE", str(coalesce).lower())
+    store = build_redis_store(load_settings())
+    assert isinstance(store._coalescer, Coalescer) is coalesce

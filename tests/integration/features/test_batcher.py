@@ -81,7 +81,7 @@ class _SlowEncoder:
             self.active += 1
             self.peak = max(self.peak, self.active)
             self.sizes.append(len(texts))
-        time.sleep(0.01)
+        time.sleep(0.05)  # long enough that the two workers' runs overlap on a loaded machine
         with self.lock:
             self.active -= 1
         return np.ones((len(texts), 2), dtype=np.float32)

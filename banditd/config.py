@@ -636,6 +636,13 @@ class RedisSettings(_Section):
     max_connections: int = Field(
         64, ge=2, description="client pool size; calls beyond it wait for a free connection"
     )
+    key_layout: Literal["segment", "policy"] = Field(
+        "segment",
+        description="'segment': a Cluster hash slot per (policy, segment tag), so a policy's"
+        " segments spread over shards (state in the old layout is migrated at start);"
+        " 'policy': every key of a policy in one slot, the layout of versions before segment"
+        " tags, for a rolling upgrade from one (docs/redis.md, 'Upgrading')",
+    )  # fmt: skip
     coalesce: bool = Field(
         True,
         description="send the scripts of concurrent Routes and Feedbacks as one pipeline per"

@@ -104,6 +104,7 @@ def model_spec(policy: PolicyConfig, dim: int, fingerprint: str = "") -> ModelSp
         max_segments=policy.max_segments,
         evict_lru=policy.evict_lru,
         segment_ttl_s=policy.segment_ttl_s,
+        reward_wait_s=policy.reward_wait_s,
     )
 
 
@@ -129,7 +130,7 @@ class Router:
         rng: np.random.Generator,
         trace: TraceSink | None = None,
         template: PolicyConfig | None = None,
-        new_id: Callable[[str], str] = new_decision_id,
+        new_id: Callable[[str, str], str] = new_decision_id,
         pager: Pager | None = None,
         max_auto_policies: int = 100,
     ) -> None:
@@ -278,7 +279,7 @@ class Router:
             choice = self._pager.explore(paging, replica, residency, ids, choice, self._rng)
         self._check_finite(config.name, segment, choice)
         now = self._clock.now()
-        decision_id = self._new_id(config.name)
+        decision_id = self._new_id(config.name, segment)
         index = choice.index
         arm = ids[index]
         propensity = float(choice.propensity[index])

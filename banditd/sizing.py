@@ -24,6 +24,8 @@ TOMBSTONE_BYTES = 190  # one ended decision remembered for DUPLICATE answers (me
 SEGMENT_BYTES = 500  # one segment's model record and registry entry, besides its arms
 STACK_CACHE_BYTES = MAX_STACK_BYTES  # the Router's stacked-state cache, at most
 FIELD_CACHE_BYTES = 8 * MIB  # the Redis store's cached script arguments (4,096 lists)
+REGISTERED_CACHE_BYTES = 5 * MIB  # segments the Redis store registered lately (16,384; about
+# 180 B each with short names, 310 B with 128-character ones)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ def estimate(
         parts["outage_buffer"] = max_buffered * (BUFFERED_BYTES + 8 * dim)
         parts["model_cache"] = cache_bytes if all_models is None else min(cache_bytes, all_models)
         parts["script_args"] = FIELD_CACHE_BYTES
+        parts["segment_registrations"] = REGISTERED_CACHE_BYTES
     values = list(parts.values())
     parts["total"] = None if None in values else sum(v for v in values if v is not None)
     return parts

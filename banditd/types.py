@@ -42,7 +42,8 @@ class ModelSpec:
     FailedPreconditionError, to score or update a model built under another fingerprint).
     max_segments / evict_lru / segment_ttl_s bound the policy's segments (a Route's load
     refuses a new one at the limit, or its record evicts the least recently used; idle ones
-    expire).
+    expire). reward_wait_s: a decision's deadline comes this long after its Route (0 =
+    unknown); an expiry sweep may wait that long to look again where nothing was pending.
     """
 
     dim: int
@@ -54,6 +55,7 @@ class ModelSpec:
     max_segments: int = 0  # segments a policy may have (0 = no limit)
     evict_lru: bool = False  # at max_segments: forget the least recently used (else refuse)
     segment_ttl_s: float = 0.0  # forget a segment unused this long (0 = never)
+    reward_wait_s: float = 0.0  # deadline - Route time of its decisions (0 = unknown)
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.l2 <= 0 or not 0 < self.decay_factor <= 1:

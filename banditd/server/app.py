@@ -39,6 +39,7 @@ from banditd.features.batcher import BatchingEncoder
 from banditd.features.encoder import EncoderOptions, OnnxTextEncoder
 from banditd.features.pipeline import PipelineExtractor
 from banditd.features.schema import NumericExtractor
+from banditd.feedback import ids
 from banditd.policies.spec import PolicyConfig
 from banditd.router import Router
 from banditd.server.admin_service import AdminService
@@ -136,6 +137,13 @@ def build_store(settings: Settings, role: WorkerRole | None = None) -> ModelStor
 
 
 # --- redis backend (docs/redis.md) ---------------------------------------------------------
+def decision_ids(settings: Settings) -> Callable[[str, str], str]:
+    """How Route names decisions: with their segment's tag, unless the Redis store keeps the
+    layout before segment tags (key_layout = "policy"), whose replicas expect untagged ids."""
+    redis = settings.store.backend == "redis" and settings.store.redis.key_layout == "policy"
+    return ids.untagged_decision_id if redis else ids.new_decision_id
+
+
 def build_redis_store(settings: Settings, role: WorkerRole | None = None) -> RedisModelStore:
     """`role`: as a worker, the store also reads the spill files a run with another worker
     count left behind that fall to it (server/workers.py `adopted_files`)."""
@@ -148,7 +156,7 @@ def build_redis_store(settings: Settings, role: WorkerRole | None = None) -> Red
         prefix=r.key_prefix, timeout_s=r.timeout_s, pending_grace_s=r.pending_grace_s,
         tombstone_ttl_s=settings.store.tombstone_ttl_s, max_buffered=r.max_buffered,
         buffer_max_age_s=r.buffer_max_age_s, spill_path=r.spill_path, cache_bytes=r.cache_mb << 20,
-        max_connections=r.max_connections, coalesce=r.coalesce,
+        max_connections=r.max_connections, coalesce=r.coalesce, key_layout=r.key_layout,
         spill_adopt=spill_adoptions(r.spill_path, role),
     )  # fmt: skip
     return RedisModelStore(connect(conn), params)
@@ -197,9 +205,7 @@ async def _watch_once(
         now = getattr(st, name)
         counter.inc(now - seen[name])
         seen[name] = now
-    if ok:
-        if serving is not True:  # first answer, or back from an outage: once per policy
-            await store.index_segments(daemon.router.policy_names, time.time())
+    if ok:  # (the ping brought the Redis to the store's key layout first: layout.py)
         await sync_arms(daemon, store)
     m.hot.degraded = 0 if ok else 1
     m.outage_buffered.set(st.buffered)
@@ -453,6 +459,7 @@ def build_router(
         template=template if settings.auto_create_policies else None,
         pager=pager,
         max_auto_policies=settings.max_auto_policies,
+        new_id=decision_ids(settings),
     )
     return router, pager
 

@@ -60,10 +60,10 @@ def numeric_extractor(config: PolicyConfig) -> FeatureExtractor:
     )
 
 
-def sequential_ids() -> Callable[[str], str]:
+def sequential_ids() -> Callable[[str, str], str]:
     """Deterministic decision ids '<policy>:<24 hex>' (the daemon's are random)."""
     counter = itertools.count()
-    return lambda policy: f"{policy}:{next(counter):024x}"
+    return lambda policy, _segment: f"{policy}:{next(counter):024x}"
 
 
 class RouterAgent:
@@ -155,7 +155,7 @@ def replay_trace(
     current: list[str] = [""]
     router = Router(
         policies, extractor_for, InMemoryModelStore(), clock, np.random.default_rng(seed),
-        template=template, new_id=lambda _policy: current[0],
+        template=template, new_id=lambda _policy, _segment: current[0],
     )  # fmt: skip
     report = TraceReplay()
     for record in read_trace(path):

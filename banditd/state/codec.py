@@ -44,7 +44,7 @@ class CodecError(ValueError):
 class ArmSums:
     """One arm's stored statistics: S = Σ x xᵀ, b = Σ r x, n, the decay epoch and a stamp.
 
-    stamp is the policy-wide apply counter value of this arm's last change (cache key).
+    stamp is the apply counter value (its slot's, keys.py) of this arm's last change (cache key).
     """
 
     s: Matrix

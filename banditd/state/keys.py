@@ -1,24 +1,48 @@
 """Every Redis key and hash-field name banditd uses, and nowhere else. PURE.
 
-All keys of one policy share the Redis Cluster hash tag `{<policy>}`, so they live in one slot
-and one Lua script may touch them all. Policy names match [A-Za-z0-9_.-]{1,64} and the prefix
-may not contain braces, so the tag is always exactly the policy name. Decision ids are
-`<policy>:<hex>`, so a Feedback's keys are derivable from its id alone.
+A policy's state is spread over Redis Cluster hash slots by segment: each (policy, segment
+tag) pair is one slot, `{<policy>/<tag>}`, where the tag is 3 hex digits of a hash of the
+segment name (banditd/feedback/ids.py `segment_tag`; segments sharing a tag share a slot).
+A Lua script touches one slot only, so everything one decision's join needs (its pending and
+tombstone hashes, its segment's sums, model fields and deadline index) lives in the slot of
+its segment, and the decision id carries the tag (`<policy>:<tag>-<hex>`), so a Feedback's
+keys follow from its id alone. What spans a policy's segments (the segment registry, the
+runtime arm list, the set of tags in use) lives in the policy's own slot `{<policy>}`, which
+the store updates in separate calls (docs/redis.md, "Key layout").
 
-    <prefix>:policies                    SET   names of policies that ever recorded a decision
-    <prefix>:{<policy>}:model            HASH  small per-policy metadata (fields below)
-    <prefix>:{<policy>}:sums             HASH  "<segment> <arm>" -> codec sums blob (S, b, n, ...)
-    <prefix>:{<policy>}:deadlines        ZSET  decision id scored by its deadline (unix s)
-    <prefix>:{<policy>}:pending:<id>     HASH  one pending decision (PENDING_FIELDS), TTL
-    <prefix>:{<policy>}:tomb:<id>        HASH  how a decision ended (TOMB_FIELDS), TTL
-    <prefix>:{<policy>}:arms             SET   runtime arm list set by the Admin service
-    <prefix>:{<policy>}:segments         ZSET  segment -> last use (unix s), for the segment
-                                               limit and idle expiry
-    <prefix>:{<policy>}:segarms          HASH  segment -> its sums fields, '\n'-separated
+Policy names match [A-Za-z0-9_.-]{1,64} and the prefix may not contain braces, so a hash
+tag is always exactly `<policy>` or `<policy>/<tag>`. Per-slot keys, with `<slot>` standing
+for `<prefix>:{<policy>/<tag>}`:
 
-Fields of the model hash (segments and arm ids contain no whitespace, so a space separates):
+    <slot>:model                   HASH  per-slot metadata (fields below)
+    <slot>:sums                    HASH  "<segment> <arm>" -> codec sums blob (S, b, n, ...)
+    <slot>:deadlines               ZSET  decision id scored by its deadline (unix s)
+    <slot>:pending:<id>            HASH  one pending decision (PENDING_FIELDS), TTL
+    <slot>:tomb:<id>               HASH  how a decision ended (TOMB_FIELDS), TTL
+    <slot>:segarms                 HASH  segment -> its sums fields, '\n'-separated
 
-    "c"                    policy-wide apply counter; never reset (stamps cached arm states)
+Policy-wide keys, in the policy's slot `<prefix>:{<policy>}`:
+
+    <prefix>:{<policy>}:segments   ZSET  segment -> last use (unix s): the segment registry
+                                         (segment limit, idle expiry, ListSegments)
+    <prefix>:{<policy>}:arms       SET   runtime arm list set by the Admin service
+    <prefix>:{<policy>}:tags       SET   segment tags that ever held a decision or state (the
+                                         expiry sweep and the Admin visit these slots)
+
+Global: `<prefix>:policies` (SET, policies that ever recorded a decision), `<prefix>:layout`
+(STRING, "segment" once the migration below has run) and `<prefix>:layout-lock`.
+
+The policy's own slot is also the *legacy* slot: before segment tags, every key above lived
+there (`<prefix>:{<policy>}:model` etc.), and decision ids had no tag (`<policy>:<hex>`).
+The migration (banditd/state/layout.py) moves the learned state to the per-segment slots;
+untagged decisions stay pending in the legacy slot and are moved to their segment's slot
+when they settle. With key_layout = "policy" (`Keys(per_segment=False)`) every slot is the
+legacy slot: the old layout, for a rolling upgrade.
+
+Fields of a slot's model hash (segments and arm ids contain no whitespace, so a space
+separates):
+
+    "c"                    the slot's apply counter; never reset (stamps cached arm states)
     "v <segment>"          model version of (policy, segment): updates applied since reset
     "f <segment>"          fingerprint of the feature pipeline the model was built under
     "a <segment> <arm>"    stamp (value of "c") of the arm's last change
@@ -27,13 +51,18 @@ Fields of the model hash (segments and arm ids contain no whitespace, so a space
 from __future__ import annotations
 
 import re
+from typing import NewType
 
+from banditd.feedback import ids
 from banditd.types import POLICY_NAME
 
 DEFAULT_PREFIX = "banditd"
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
+Slot = NewType("Slot", str)  # "<prefix>:{<policy>}" or "<prefix>:{<policy>/<tag>}"
+
 COUNTER_FIELD = "c"
+LAYOUT_SEGMENT = "segment"  # the value of <prefix>:layout once the state is per segment
 PENDING_FIELDS = (
     "segment", "arm", "x", "propensity", "model_version", "created_at", "deadline",
     "sums_field", "version_field", "fingerprint_field", "stamp_field",
@@ -48,7 +77,7 @@ def check_prefix(prefix: str) -> str:
 
 
 def policy_of(decision_id: str) -> str:
-    """The policy a decision id belongs to (`<policy>:<hex>`); ValueError if it has none."""
+    """The policy a decision id belongs to (`<policy>:...`); ValueError if it has none."""
     policy, sep, rest = decision_id.rpartition(":")
     if not sep or not rest or not POLICY_NAME.fullmatch(policy):
         raise ValueError(f"decision id {decision_id[:80]!r} has no policy part")
@@ -56,48 +85,82 @@ def policy_of(decision_id: str) -> str:
 
 
 class Keys:
-    """Key names under one prefix."""
+    """Key names under one prefix. per_segment=False: every key of a policy in its own slot
+    (key_layout = "policy")."""
 
-    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, prefix: str = DEFAULT_PREFIX, per_segment: bool = True) -> None:
         self.prefix = check_prefix(prefix)
+        self.per_segment = per_segment
 
-    def _tag(self, policy: str) -> str:
+    # -- slots -----------------------------------------------------------------------------
+    def legacy(self, policy: str) -> Slot:
+        """The policy's own slot: policy-wide keys, and all keys before segment tags."""
         if not POLICY_NAME.fullmatch(policy):
             raise ValueError(f"policy name {policy[:80]!r} must match {POLICY_NAME.pattern}")
-        return f"{self.prefix}:{{{policy}}}"
+        return Slot(f"{self.prefix}:{{{policy}}}")
 
+    def slot(self, policy: str, tag: str | None) -> Slot:
+        """The slot of a segment tag (None: the legacy slot)."""
+        if tag is None or not self.per_segment:
+            return self.legacy(policy)
+        return Slot(f"{self.legacy(policy)[:-1]}/{tag}}}")
+
+    def segment_slot(self, policy: str, segment: str) -> Slot:
+        """Where the state of (policy, segment) lives."""
+        return self.slot(policy, ids.segment_tag(segment))
+
+    def decision_slot(self, decision_id: str) -> Slot:
+        """Where a decision is pending: its tag's slot; the legacy slot for an untagged id."""
+        return self.slot(policy_of(decision_id), ids.tag_of(decision_id))
+
+    def is_legacy_id(self, decision_id: str) -> bool:
+        """An untagged id whose decision does not live where its segment's state does."""
+        return self.per_segment and ids.tag_of(decision_id) is None
+
+    # -- global and policy-wide ------------------------------------------------------------
     def policies(self) -> str:
         return f"{self.prefix}:policies"
 
-    def model(self, policy: str) -> str:
-        return f"{self._tag(policy)}:model"
+    def layout(self) -> str:
+        return f"{self.prefix}:layout"
 
-    def sums(self, policy: str) -> str:
-        return f"{self._tag(policy)}:sums"
-
-    def deadlines(self, policy: str) -> str:
-        return f"{self._tag(policy)}:deadlines"
+    def layout_lock(self) -> str:
+        return f"{self.prefix}:layout-lock"
 
     def arms(self, policy: str) -> str:
-        return f"{self._tag(policy)}:arms"
+        return f"{self.legacy(policy)}:arms"
 
     def segments(self, policy: str) -> str:
-        return f"{self._tag(policy)}:segments"
+        return f"{self.legacy(policy)}:segments"
 
-    def segment_arms(self, policy: str) -> str:
-        return f"{self._tag(policy)}:segarms"
+    def tags(self, policy: str) -> str:
+        return f"{self.legacy(policy)}:tags"
 
-    def pending(self, decision_id: str) -> str:
-        return f"{self._tag(policy_of(decision_id))}:pending:{decision_id}"
+    # -- per slot --------------------------------------------------------------------------
+    def model(self, slot: Slot) -> str:
+        return f"{slot}:model"
 
-    def tombstone(self, decision_id: str) -> str:
-        return f"{self._tag(policy_of(decision_id))}:tomb:{decision_id}"
+    def sums(self, slot: Slot) -> str:
+        return f"{slot}:sums"
 
-    def pending_pattern(self, policy: str) -> str:
-        return f"{self._tag(policy)}:pending:*"
+    def deadlines(self, slot: Slot) -> str:
+        return f"{slot}:deadlines"
 
-    def tombstone_pattern(self, policy: str) -> str:
-        return f"{self._tag(policy)}:tomb:*"
+    def segment_arms(self, slot: Slot) -> str:
+        return f"{slot}:segarms"
+
+    def pending(self, decision_id: str, slot: Slot | None = None) -> str:
+        return f"{slot or self.decision_slot(decision_id)}:pending:{decision_id}"
+
+    def tombstone(self, decision_id: str, slot: Slot | None = None) -> str:
+        return f"{slot or self.decision_slot(decision_id)}:tomb:{decision_id}"
+
+    def pending_patterns(self, policy: str) -> list[str]:
+        """SCAN patterns of every pending hash of the policy (legacy slot, then the tags')."""
+        return [f"{self.legacy(policy)}:pending:*", f"{self.legacy(policy)[:-1]}/*}}:pending:*"]
+
+    def tombstone_patterns(self, policy: str) -> list[str]:
+        return [f"{self.legacy(policy)}:tomb:*", f"{self.legacy(policy)[:-1]}/*}}:tomb:*"]
 
 
 def version_field(segment: str) -> str:

@@ -4,45 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
+from banditd.feedback import ids
 from banditd.state import codec, keys
+from banditd.state.keys import Slot
 from banditd.state.redis_store import RedisModelStore, segment_script
 
-# KEYS: RedisModelStore.segment_keys (model, sums, segments, segarms). Forget every model of
-# the policy but keep the apply counter "c", so stamps never repeat and no replica mistakes an
-# old cached state for a new one. Returns how many (policy, segment) models were forgotten.
+# KEYS: RedisModelStore.slot_keys (model, sums, segarms) of one slot. Forget every model of the
+# slot but keep its apply counter "c", so stamps never repeat and no replica mistakes an old
+# cached state for a new one (and a policy's own slot's "migrated" mark: layout.py). Returns
+# how many (policy, segment) models were forgotten.
 RESET_LUA = """
 local n = 0
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if f ~= 'c' then
+  if f ~= 'c' and f ~= 'migrated' then
     redis.call('HDEL', KEYS[1], f)
     if string.sub(f, 1, 2) == 'v ' then n = n + 1 end
   end
 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3])
 return n
 """
 
-# KEYS: RedisModelStore.segment_keys (model, sums, segments, segarms).
-# ARGV[1] "1" = reset first; ARGV[2] now (unix s: imported segments count as used now);
-#   ARGV[3] m = number of models; then m groups of (segment, version_field, version,
-#   fingerprint_field, fingerprint); then groups of (segment, sums_field, stamp_field, sums
-#   blob). Each blob gets a fresh stamp (bytes 25..32).
-# Returns the number of arms written. All or nothing: the caller validated every value.
+# KEYS: RedisModelStore.slot_keys (model, sums, segarms) of one slot.
+# ARGV[1] m = number of models; then m groups of (version_field, version, fingerprint_field,
+#   fingerprint); then groups of (segment, sums_field, stamp_field, sums blob), all of segments
+#   in this slot. Each blob gets a fresh stamp (bytes 25..32).
+# Returns the number of arms written. The caller validated every value and registers the
+# segments in the policy's registry.
 IMPORT_LUA = """
-if ARGV[1] == '1' then
-  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if f ~= 'c' then redis.call('HDEL', KEYS[1], f) end
-  end
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-end
-local now = ARGV[2]
-local m = tonumber(ARGV[3])
-local i = 4
+local m = tonumber(ARGV[1])
+local i = 2
 for _ = 1, m do
-  redis.call('HSET', KEYS[1], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
-  redis.call('ZADD', KEYS[3], now, ARGV[i])
-  i = i + 5
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  i = i + 4
 end
 local arms = 0
 while i <= #ARGV do
@@ -51,8 +47,7 @@ while i <= #ARGV do
   blob = string.sub(blob, 1, 24) .. struct.pack('<d', stamp) .. string.sub(blob, 33)
   redis.call('HSET', KEYS[2], ARGV[i + 1], blob)
   redis.call('HSET', KEYS[1], ARGV[i + 2], stamp)
-  index_sums_field(KEYS[4], ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[3], now, ARGV[i])
+  index_sums_field(KEYS[3], ARGV[i], ARGV[i + 1])
   arms = arms + 1
   i = i + 4
 end
@@ -103,10 +98,16 @@ class RedisAdmin:
             await self._store.call(lambda: self._store.client.srem(key, *drop))
 
     async def export(self, policy: str) -> PolicyExport:
-        client = self._store.client
-        model = await self._store.call(lambda: client.hgetall(self._keys.model(policy)))
-        sums = await self._store.call(lambda: client.hgetall(self._keys.sums(policy)))
-        fields = {k.decode(): v for k, v in model.items()}
+        """Every slot's model fields and sums, merged (a Cluster reads them slot by slot, so an
+        export taken under traffic is not one instant's state; as before, it is not one
+        instant's either across policies)."""
+        client, k = self._store.client, self._keys
+        fields: dict[str, bytes] = {}
+        sums: dict[bytes, bytes] = {}
+        for slot in await self._store.slots(policy):
+            model = await self._store.call(partial(client.hgetall, k.model(slot)))
+            fields.update((f.decode(), v) for f, v in model.items() if f != b"c")
+            sums.update(await self._store.call(partial(client.hgetall, k.sums(slot))))
         models = [
             ModelMeta(
                 name[2:],
@@ -123,17 +124,45 @@ class RedisAdmin:
         return PolicyExport(policy, models, arms)
 
     async def import_(self, policy: str, state: PolicyExport, replace: bool, now: float) -> int:
-        args: list[bytes | str] = ["1" if replace else "0", repr(now), str(len(state.models))]
+        """Write an exported state (after a reset if `replace`): one script per slot, then the
+        segments' registration. Not atomic across slots: an import cut short by an outage is
+        retried whole (with replace, it converges to the same state)."""
+        if replace:
+            await self.reset(policy)
+        k, store = self._keys, self._store
+        by_slot: dict[Slot, tuple[list[bytes | str], list[bytes | str]]] = {}
         for m in state.models:
-            args += [m.segment, keys.version_field(m.segment), str(m.version),
-                     keys.fingerprint_field(m.segment), m.fingerprint]  # fmt: skip
+            models, _ = by_slot.setdefault(k.segment_slot(policy, m.segment), ([], []))
+            models += [keys.version_field(m.segment), str(m.version),
+                       keys.fingerprint_field(m.segment), m.fingerprint]  # fmt: skip
         for segment, arm, sums in state.arms:
-            args += [segment, keys.sums_field(segment, arm), keys.stamp_field(segment, arm),
+            _, arms = by_slot.setdefault(k.segment_slot(policy, segment), ([], []))
+            arms += [segment, keys.sums_field(segment, arm), keys.stamp_field(segment, arm),
                      codec.encode_sums(sums)]  # fmt: skip
-        k = self._store.segment_keys(policy)
-        await self._store.call(lambda: self._store.client.sadd(self._keys.policies(), policy))
-        return int(await self._store.call(lambda: self._import(keys=k, args=args)))
+        await store.call(partial(store.client.sadd, k.policies(), policy))
+        if k.per_segment:
+            tags = sorted({ids.segment_tag(s) for s in self._segments(state)})
+            if tags:
+                await store.call(partial(store.client.sadd, k.tags(policy), *tags))
+        written = 0
+        for slot, (models, arms) in by_slot.items():
+            args = [str(len(models) // 4), *models, *arms]
+            keys_ = store.slot_keys(slot)
+            written += int(await store.call(partial(self._import, keys=keys_, args=args)))
+        if segments := self._segments(state):
+            registry = k.segments(policy)
+            await store.call(partial(store.client.zadd, registry, dict.fromkeys(segments, now)))
+        return written
+
+    @staticmethod
+    def _segments(state: PolicyExport) -> list[str]:
+        return sorted({m.segment for m in state.models} | {s for s, _, _ in state.arms})
 
     async def reset(self, policy: str) -> int:
-        k = self._store.segment_keys(policy)
-        return int(await self._store.call(lambda: self._reset(keys=k)))
+        """Forget every model of the policy, slot by slot, then its registry."""
+        n = 0
+        for slot in await self._store.slots(policy):
+            n += int(await self._store.call(partial(self._reset, keys=self._store.slot_keys(slot))))
+        await self._store.call(partial(self._store.client.delete, self._keys.segments(policy)))
+        self._store.forget_registrations(policy)
+        return n

@@ -16,6 +16,11 @@ Design (docs/redis.md has the long form):
 - Outage: calls are bounded by timeout_s. load() then serves the cached model flagged
   degraded; record() keeps the decision in a bounded local buffer, flushed when Redis answers
   again; settle() raises StateUnavailableError (gRPC UNAVAILABLE; retries are idempotent).
+- Keys (keys.py): a decision's join touches only its segment's slot, so one policy's segments
+  spread over a Redis Cluster's shards. What spans segments (the registry of a policy's
+  segments, the set of slots in use) is updated in separate calls: registering a segment is
+  not atomic with the decisions and rewards that use it, so the segment limit is approximate
+  under races (docs/redis.md, "Segments across slots"); the join stays exact.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +57,8 @@ from banditd.policies.linear import ArmState
 from banditd.state import codec, keys, outage
 from banditd.state.coalescer import Arg, ClusterCoalescer, Coalescer
 from banditd.state.connection import RedisClient
+from banditd.state.keys import Slot
+from banditd.state.layout import LAYOUT_WAIT_S, Layout
 from banditd.state.memory_store import check_fingerprint, segment_limit_error
 from banditd.types import (
     ArmId,
@@ -69,7 +77,16 @@ log = structlog.get_logger("banditd.state")
 
 PRUNE_EVERY_S = 60.0  # how often the sweep looks for a policy's idle segments
 MAX_FIELD_LISTS = 4096  # cached load.lua field lists, one per (segment, candidate list)
+MAX_TOUCHED = 16_384  # segments this replica remembers registering, and when (sizing.py)
+REFRESH_S = 60.0  # a segment's last use is refreshed at most this often (per replica)
+MAX_VISIT_GAP_S = 300.0  # the expiry sweep looks at every slot at least this often
+FORGET_AT_ONCE = 16  # segments' states forgotten concurrently (each a call on its slot)
 CLOCK_SKEW_S = 30.0  # replicas' clocks may differ this much (buffered-id retry window)
+MIGRATED = (
+    "the Redis state moved to per-segment slots (a replica with store.redis.key_layout ="
+    " 'segment' migrated it); this replica has key_layout = 'policy': restart it with 'segment'"
+    " (retry: another replica takes the call)"
+)
 MAX_ROUTED = 16_384  # decisions this replica recorded, remembered (policy, segment, arm) for
 # while their Feedback may come back here: a load skips fetching arms its own settles move
 SKIP_STAMP = str(2**62)  # a cached stamp load.lua never finds older than the stored one
@@ -89,6 +106,16 @@ def _script(name: str) -> str:
     return segment_script() + _lua(name)
 
 
+async def _together(*calls: Awaitable[Any]) -> list[Any]:
+    """Run calls concurrently (on a Cluster, often on different nodes); their results, or
+    the first error once all have ended (so no failure goes unretrieved)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
 @dataclass(frozen=True, slots=True)
 class RedisStoreParams:
     """prefix: key prefix; timeout_s: bound on each network step; pending_grace_s: pending
@@ -104,7 +131,9 @@ class RedisStoreParams:
     worker processes left them: server/workers.py), removed with spill_path's; cache_bytes:
     bound on the derived model state cached (least recently loaded goes first);
     coalesce: send the scripts of concurrent calls as one pipeline per event-loop turn over one
-    dedicated connection (coalescer.py) instead of one pooled redis-py call each."""
+    dedicated connection (coalescer.py) instead of one pooled redis-py call each;
+    key_layout: "segment" (a hash slot per (policy, segment tag)) or "policy" (every key of
+    a policy in its own slot: the layout before segment tags, for a rolling upgrade)."""
 
     prefix: str = keys.DEFAULT_PREFIX
     timeout_s: float = 0.25
@@ -119,6 +148,11 @@ class RedisStoreParams:
     spill_adopt: tuple[str, ...] = ()
     cache_bytes: int = 64 << 20
     coalesce: bool = True
+    key_layout: str = "segment"
+
+    def __post_init__(self) -> None:
+        if self.key_layout not in ("segment", "policy"):
+            raise ValueError(f"key_layout must be 'segment' or 'policy', got {self.key_layout!r}")
 
 
 @dataclass(slots=True)
@@ -164,16 +198,31 @@ class RedisModelStore:
         self._redis = client
         self._p = params or RedisStoreParams()
         self._now = clock
-        self._keys = keys.Keys(self._p.prefix)
+        self._keys = keys.Keys(self._p.prefix, per_segment=self._p.key_layout == "segment")
         self._settle = client.register_script(_script("settle.lua"))
         self._record = client.register_script(_script("record.lua"))
         self._load = client.register_script(_script("load.lua"))
-        self._prune = client.register_script(_script("prune.lua"))
-        self._index = client.register_script(_script("index.lua"))
-        # KEYS as segment_keys(); ARGV[1] the segment. Returns 1 if it was registered, else 0.
+        self._touch = client.register_script(_lua("touch.lua"))
+        self._prune = client.register_script(_lua("prune.lua"))
+        # KEYS as slot_keys(); ARGV[1] the segment. Returns 1 if it had state, else 0.
         self._forget = client.register_script(
-            segment_script() + "return forget_segment(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])"
+            segment_script() + "return forget_segment(KEYS[1], KEYS[2], KEYS[3], ARGV[1])"
         )
+        # KEYS[1] the registry; ARGV[1] a segment, ARGV[2] the limit. Returns 0 if a Route
+        # may use the segment, else the number of segments registered (the limit is reached).
+        self._full = client.register_script(
+            "if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end "
+            "local n = redis.call('ZCARD', KEYS[1]) "
+            "if n >= tonumber(ARGV[2]) then return n end return 0"
+        )
+        self.layout = Layout(
+            client, self._keys, partial(self.call, migrating=True), segment_script(),
+            _script("index.lua"),
+        )  # fmt: skip
+        self._known_tags: set[tuple[str, str]] = set()  # (policy, tag) in the policy's tags set
+        self._touched: dict[tuple[str, str], float] = {}  # (policy, segment) -> registered at
+        self._next_visit: dict[Slot, float] = {}  # the sweep need not look at a slot before
+        self._tag_slots: dict[str, list[Slot]] = {}  # the tags set, as the sweep last read it
         self._fields: dict[tuple[str, tuple[ArmId, ...]], tuple[str, str, str, str]] = {}
         self._cache: dict[ModelKey, dict[ArmId, _Cached]] = {}  # least recently loaded first
         self._cache_bytes = 0
@@ -225,9 +274,12 @@ class RedisModelStore:
         return time.monotonic() >= self._down_until
 
     # -- the one place redis errors are translated -----------------------------------------
-    async def call(self, make: Callable[[], Awaitable[Any]]) -> Any:
+    async def call(self, make: Callable[[], Awaitable[Any]], migrating: bool = False) -> Any:
         """Run one Redis call on a pooled connection; redis errors come out as
-        StateUnavailableError."""
+        StateUnavailableError. The first call brings the Redis to this store's key layout
+        (layout.py; migrating=True: a call of that migration)."""
+        if not migrating:
+            await self._layout_ready()
         if not self.healthy:
             self.stats.unavailable += 1
             raise StateUnavailableError("redis is unreachable (retrying shortly)")
@@ -283,7 +335,46 @@ class RedisModelStore:
         coalescer = self._coalescer
         if coalescer is None:
             return await self.call(lambda: script(keys=keys, args=args))
+        await self._layout_ready()
         return await self.translate(lambda: coalescer.evalsha(script, keys, args))
+
+    async def _layout_ready(self) -> None:
+        """Before any call but the migration's: the Redis has this store's key layout
+        (layout.py: the first call migrates it), and it was not migrated under a replica
+        with key_layout = "policy"."""
+        if not self.layout.ready:
+            await self.layout.ensure()
+        if self.layout.retired:
+            raise StateUnavailableError(MIGRATED)
+
+    async def pipelined(self, commands: Sequence[Callable[[Any], Any]]) -> list[Any]:
+        """Plain commands (each a function of a pipeline, e.g. methodcaller("hmget", ...)) in
+        one call: one round trip, or one per node of a Cluster (a policy's slots: one
+        command each, which must not take a pooled connection each)."""
+
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for command in commands:
+                command(pipe)
+            return list(await pipe.execute())
+
+        return await self.call(run) if commands else []
+
+    async def _sweep_slots(self, policy: str) -> list[Slot]:
+        """slots(policy), reading the tags set again only when it grew (it never shrinks)."""
+        cached = self._tag_slots.get(policy)
+        if cached is not None and self._keys.per_segment:
+            count = await self.call(lambda: self._redis.scard(self._keys.tags(policy)))
+            if count == len(cached) - 1:
+                return cached
+        slots = self._tag_slots[policy] = await self.slots(policy)
+        return slots
+
+    def _visit_by(self, slot: Slot, deadline: float) -> None:
+        """A decision this replica recorded in a slot: the sweep looks there by its deadline."""
+        when = self._next_visit.get(slot)
+        if when is not None and deadline < when:
+            self._next_visit[slot] = deadline
 
     async def ping(self) -> bool:
         """Probe Redis (ignoring the fail-fast window); flush buffered decisions when it answers."""
@@ -294,28 +385,44 @@ class RedisModelStore:
         except (RedisError, TimeoutError, OSError):
             self._down_until = time.monotonic() + self._p.retry_after_s
             return False
+        if self._down_until:  # back from an outage: the Redis may be another one now (a
+            self.layout.ready = False  # restore, an empty one): check its key layout again
         self._down_until = 0.0
-        if self._buffer:
-            try:
-                await self._flush()
-            except StateUnavailableError:
+        try:
+            await self.layout.ensure(wait_s=LAYOUT_WAIT_S)
+            if not await self.layout.still_current():
                 return False
+            if self._buffer:
+                await self._flush()
+        except StateUnavailableError:
+            return False
         return True
 
     # -- reads -----------------------------------------------------------------------------
     def _prior(self, spec: ModelSpec) -> ArmState:
         return linear.shared_prior(spec.dim, spec.l2)
 
-    def segment_keys(self, policy: str) -> list[str]:
-        """KEYS of the segment scripts (load.lua, prune.lua, the Admin's)."""
+    def slot_keys(self, slot: Slot) -> list[str]:
+        """KEYS of the scripts on a slot's learned state (forget_segment, the Admin's)."""
         k = self._keys
-        return [k.model(policy), k.sums(policy), k.segments(policy), k.segment_arms(policy)]
+        return [k.model(slot), k.sums(slot), k.segment_arms(slot)]
+
+    async def slots(self, policy: str) -> list[Slot]:
+        """Every slot that may hold the policy's state or decisions: the legacy slot, then
+        (per-segment layout) the slot of each tag in the policy's tags set."""
+        legacy = self._keys.legacy(policy)
+        if not self._keys.per_segment:
+            return [legacy]
+        tags = await self.call(lambda: self._redis.smembers(self._keys.tags(policy)))
+        return [legacy, *(self._keys.slot(policy, t.decode()) for t in sorted(tags))]
 
     async def load(
         self, key: ModelKey, arms: Sequence[ArmId], spec: ModelSpec, for_route: bool = False
     ) -> ModelSnapshot:
-        """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved; for a
-        Route, the segment limit too. (Rarely two: see _load_once's `skip`.)"""
+        """One round trip (load.lua): the stamps, and the sums of arms whose stamp moved.
+        (Rarely two: see _load_once's `skip`.) For a Route to a segment this replica has not
+        registered lately, with a segment limit that refuses, the registry's answer in a
+        second call alongside."""
         cache = self._cache.pop(key, None)  # re-inserted last: the dict's order is recency
         if cache is None:
             cache = {}
@@ -358,11 +465,21 @@ class RedisModelStore:
             else "-1"
             for arm in arms
         ])  # fmt: skip
-        k = self.segment_keys(key.policy)[:3]  # (load.lua reads no segment index)
-        args = [*self._load_fields(key.segment, tuple(arms)), held, key.segment, str(limit)]
-        reply = await self.run(self._load, k, args)
-        if reply[0] == b"full":
-            raise segment_limit_error(key, spec, int(reply[1]))
+        slot = self._keys.segment_slot(key.policy, key.segment)
+        k = [self._keys.model(slot), self._keys.sums(slot)]
+        args = [*self._load_fields(key.segment, tuple(arms)), held]
+        if limit and not self._registered(key.policy, key.segment, self._now(), spec):
+            registry = [self._keys.segments(key.policy)]
+            full, reply = await _together(
+                self.run(self._full, registry, [key.segment, str(limit)]),
+                self.run(self._load, k, args),
+            )
+            if full:
+                raise segment_limit_error(key, spec, int(full))
+        else:
+            reply = await self.run(self._load, k, args)
+        if reply[0] == b"migrated":  # key_layout = "policy" after the migration (layout.py)
+            raise StateUnavailableError(MIGRATED)
         version_raw, fp_raw, stamps_raw, blobs = reply
         if fp_raw is not None:
             check_fingerprint(key, fp_raw.decode(), spec)
@@ -427,9 +544,7 @@ class RedisModelStore:
         return ModelSnapshot(states, self._versions.get(key, 0), degraded=True)
 
     # -- record ------------------------------------------------------------------------------
-    def _pending_args(
-        self, d: PendingDecision, spec: ModelSpec | None
-    ) -> tuple[list[str], list[bytes | str]]:
+    def _pending_args(self, d: PendingDecision) -> tuple[list[str], list[bytes | str]]:
         ttl_s = max(d.deadline - d.created_at, 0.0) + self._p.pending_grace_s + 1.0
         fields: dict[str, bytes | str] = {
             "segment": d.segment,
@@ -444,35 +559,100 @@ class RedisModelStore:
             "fingerprint_field": keys.fingerprint_field(d.segment),
             "stamp_field": keys.stamp_field(d.segment, d.state_arm),
         }
-        evict_at = spec.max_segments if spec is not None and spec.evict_lru else 0
-        ttl = spec.segment_ttl_s if spec is not None else 0.0
-        refresh = min(60.0, ttl / 10) if ttl else 60.0
         # A buffered decision's first record may have landed under its plain id (record.lua).
         plain = ids.plain_id(d.decision_id)
         buffered = plain != d.decision_id
         args: list[bytes | str] = [
-            d.decision_id, repr(d.deadline), str(math.ceil(ttl_s * 1e3)), d.segment,
-            repr(d.created_at), str(evict_at), repr(refresh), plain if buffered else "",
-            str(math.ceil(self._p.tombstone_ttl_s * 1e3)),
+            d.decision_id, repr(d.deadline), str(math.ceil(ttl_s * 1e3)), repr(d.created_at),
+            plain if buffered else "", str(math.ceil(self._p.tombstone_ttl_s * 1e3)),
         ]  # fmt: skip
         for name, value in fields.items():
             args += [name, value]
+        slot = self._keys.decision_slot(d.decision_id)
         k = [
-            self._keys.pending(d.decision_id),
-            self._keys.tombstone(d.decision_id),
-            self._keys.deadlines(d.policy),
-            *self.segment_keys(d.policy),
+            self._keys.pending(d.decision_id, slot),
+            self._keys.tombstone(d.decision_id, slot),
+            self._keys.deadlines(slot),
         ]
         if buffered:
-            k += [self._keys.pending(plain), self._keys.tombstone(plain)]
+            k += [self._keys.pending(plain, slot), self._keys.tombstone(plain, slot)]
         return k, args
 
     async def _record_one(self, decision: PendingDecision, spec: ModelSpec | None = None) -> None:
-        if decision.policy not in self._known_policies:
-            await self.call(lambda: self._redis.sadd(self._keys.policies(), decision.policy))
-            self._known_policies.add(decision.policy)
-        k, args = self._pending_args(decision, spec)
-        await self.run(self._record, k, args)
+        await self._register_slot(decision.policy, ids.tag_of(decision.decision_id))
+        k, args = self._pending_args(decision)
+        record = self.run(self._record, k, args)
+        self._visit_by(self._keys.decision_slot(decision.decision_id), decision.deadline)
+        if self._registered(decision.policy, decision.segment, decision.created_at, spec):
+            await record
+            return
+        evicted, _ = await _together(
+            self._register_segment(decision.policy, decision.segment, decision.created_at, spec),
+            record,
+        )
+        if evicted:
+            await self._forget_states(decision.policy, evicted)
+
+    # -- the policy-wide keys: updated beside the per-slot scripts ---------------------------
+    async def _register_slot(self, policy: str, tag: str | None) -> None:
+        """Before anything is written in a slot: its policy in the policies set, its tag in
+        the policy's tags set (the sweep and the Admin find the slot there). Once per replica."""
+        if policy not in self._known_policies:
+            await self.call(lambda: self._redis.sadd(self._keys.policies(), policy))
+            self._known_policies.add(policy)
+        if tag is not None and self._keys.per_segment and (policy, tag) not in self._known_tags:
+            await self.call(lambda: self._redis.sadd(self._keys.tags(policy), tag))
+            self._known_tags.add((policy, tag))
+
+    @staticmethod
+    def _refresh_s(spec: ModelSpec | None) -> float:
+        ttl = spec.segment_ttl_s if spec is not None else 0.0
+        return min(REFRESH_S, ttl / 10) if ttl else REFRESH_S
+
+    def _registered(
+        self, policy: str, segment: str, at: float, spec: ModelSpec | None
+    ) -> bool:  # fmt: skip
+        """Whether this replica registered the segment less than its refresh time ago."""
+        when = self._touched.get((policy, segment))
+        return when is not None and 0.0 <= at - when < self._refresh_s(spec)
+
+    async def _register_segment(
+        self, policy: str, segment: str, at: float, spec: ModelSpec | None
+    ) -> list[str]:
+        """Register the segment as used at `at` (touch.lua); with a spec that evicts at its
+        limit, unregister the least recently used to make room: returned, for the caller to
+        forget their state."""
+        evict_at = spec.max_segments if spec is not None and spec.evict_lru else 0
+        refresh = self._refresh_s(spec)
+        args = [segment, repr(at), str(evict_at), repr(refresh)]
+        evicted = await self.run(self._touch, [self._keys.segments(policy)], args)
+        touched = self._touched
+        touched[(policy, segment)] = max(at, touched.pop((policy, segment), at))
+        if len(touched) > MAX_TOUCHED:
+            touched.pop(next(iter(touched)))
+        gone = [raw.decode() for raw in evicted]
+        for name in gone:
+            touched.pop((policy, name), None)
+        return gone
+
+    def forget_registrations(self, policy: str) -> None:
+        """Forget which of the policy's segments this replica registered lately (its registry
+        was just deleted here: ResetPolicy), so its next Routes register them again."""
+        for key in [key for key in self._touched if key[0] == policy]:
+            del self._touched[key]
+
+    async def _forget_states(self, policy: str, segments: Sequence[str]) -> int:
+        """Forget these segments' learned state, each in its slot, FORGET_AT_ONCE at a time
+        (an idle-expiry sweep may forget hundreds). Returns how many had any."""
+        had = 0
+        for start in range(0, len(segments), FORGET_AT_ONCE):
+            calls = [
+                self.call(partial(self._forget, keys=self.slot_keys(self._keys.segment_slot(
+                    policy, segment)), args=[segment]))
+                for segment in segments[start : start + FORGET_AT_ONCE]
+            ]  # fmt: skip
+            had += sum(int(one) for one in await _together(*calls))
+        return had
 
     async def record(self, decision: PendingDecision, spec: ModelSpec | None = None) -> DecisionId:
         """Log the decision in Redis; while Redis is down, in a bounded local buffer under a
@@ -537,16 +717,81 @@ class RedisModelStore:
             str(math.ceil(self._p.tombstone_ttl_s * 1e3)),
         ]
 
-    def _settle_keys(self, decision_id: DecisionId, policy: str) -> list[str]:
+    def _settle_keys(self, decision_id: DecisionId, slot: Slot) -> list[str]:
+        k = self._keys
         return [
-            self._keys.pending(decision_id),
-            self._keys.tombstone(decision_id),
-            self._keys.model(policy),
-            self._keys.sums(policy),
-            self._keys.deadlines(policy),
-            self._keys.segment_arms(policy),
-            self._keys.segments(policy),
-        ]
+            k.pending(decision_id, slot), k.tombstone(decision_id, slot), k.model(slot),
+            k.sums(slot), k.deadlines(slot), k.segment_arms(slot),
+        ]  # fmt: skip
+
+    async def _settle_in(
+        self, slot: Slot, policy: str, args: list[bytes | str], now: float
+    ) -> list[Any]:
+        """settle.lua on the decision's slot (args: its ARGV, the decision id first). A reward
+        that gave an arm its first state registers the segment (it may have been forgotten
+        while the decision was pending; a failure to is logged, the reward stands)."""
+        decision_id = str(args[0])
+        k = self._settle_keys(decision_id, slot)
+        reply: list[Any] = await self.run(self._settle, k, args)
+        if len(reply) > 7 and reply[7] == b"-1":  # the arm had no state: the previous stamp
+            segment = reply[5].decode()
+            if not self._registered(policy, segment, now, None):
+                registry = self._keys.segments(policy)
+                try:
+                    await self.call(lambda: self._redis.zadd(registry, {segment: now}, nx=True))
+                except StateUnavailableError as exc:
+                    log.warning("state.segment_unregistered", policy=policy, segment=segment,
+                                error=str(exc))  # fmt: skip
+        return reply
+
+    async def _settle_legacy(
+        self, decision_id: DecisionId, policy: str, args: list[bytes | str], now: float
+    ) -> list[Any]:
+        """Settle an untagged decision id (layout.py): read it where it is (the legacy slot);
+        if it is pending there, move it to its segment's slot, then settle it there."""
+        k, legacy = self._keys, self._keys.legacy(policy)
+        lk = [k.pending(decision_id, legacy), k.tombstone(decision_id, legacy), k.deadlines(legacy)]
+        mode, now_raw = args[1], args[3]
+        peek = await self.run(self.layout.peek, lk, [decision_id, mode, now_raw])
+        head = peek[0]
+        if head == b"moved":
+            slot = k.slot(policy, peek[1].decode())
+            reply = await self._settle_in(slot, policy, args, now)
+            plain = ids.plain_id(decision_id)
+            if reply[0] == b"unknown" and plain != decision_id:
+                # A buffered id whose flush found its plain copy moved (record.lua gave it the
+                # plain id's `moved` tombstone): the decision is that copy.
+                reply = await self._settle_in(slot, policy, [plain, *args[1:]], now)
+            return reply
+        if head != b"pending":
+            return list(peek)
+        pttl, flat = int(peek[1]), peek[2]
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        tag = ids.segment_tag(fields[b"segment"].decode())
+        slot = k.slot(policy, tag)
+        await self._register_slot(policy, tag)
+        deadline = codec.decode_f64(fields[b"deadline"])
+        ttl_ms = pttl if pttl > 0 else math.ceil((self._p.pending_grace_s + 1.0) * 1e3)
+        tomb_ms = str(math.ceil(self._p.tombstone_ttl_s * 1e3))
+        rk = [k.pending(decision_id, slot), k.tombstone(decision_id, slot), k.deadlines(slot)]
+        adopt = [decision_id, repr(deadline), str(ttl_ms), repr(now), "", tomb_ms, *flat]
+        await self.run(self._record, rk, adopt)
+        self._visit_by(slot, deadline)
+        await self.run(self.layout.retire, lk, [decision_id, tag, tomb_ms, now_raw])
+        return await self._settle_in(slot, policy, args, now)
+
+    async def _settle_any(
+        self, decision_id: DecisionId, policy: str, args: list[bytes | str], now: float,
+        found_in: Slot | None = None,
+    ) -> list[Any]:  # fmt: skip
+        """settle.lua for a decision, wherever it is (found_in: the slot whose deadline index
+        listed it)."""
+        if self._keys.is_legacy_id(decision_id):
+            legacy = self._keys.legacy(policy)
+            if found_in is None or found_in == legacy:
+                return await self._settle_legacy(decision_id, policy, args, now)
+            return await self._settle_in(found_in, policy, args, now)  # moved there already
+        return await self._settle_in(self._keys.decision_slot(decision_id), policy, args, now)
 
     async def settle(
         self, decision_id: DecisionId, reward: float, now: float, spec: ModelSpec
@@ -560,7 +805,6 @@ class RedisModelStore:
             await self._record_one(buffered)
             self._buffer.pop(decision_id, None)
             self.stats.buffered = len(self._buffer)
-        k = self._settle_keys(decision_id, policy)
         args: list[bytes | str] = [
             decision_id, "feedback", codec.encode_f64(reward), codec.encode_f64(now),
         ]  # fmt: skip
@@ -570,7 +814,7 @@ class RedisModelStore:
         if where is not None:  # a load issued from now on need not fetch this arm
             settling[where] = settling.get(where, 0) + 1
         try:
-            reply = await self.run(self._settle, k, args)
+            reply = await self._settle_any(decision_id, policy, args, now)
             settled = self._settlement(reply, decision_id, policy, spec)  # (absorbs it)
         finally:
             if where is not None:
@@ -580,6 +824,13 @@ class RedisModelStore:
                     settling[where] -= 1
         if settled.outcome is Outcome.UNKNOWN:
             self._check_not_buffered_elsewhere(decision_id, now)
+            if not self._keys.per_segment and ids.tag_of(decision_id) is not None:
+                # Issued by a replica with the per-segment layout (this one issues untagged
+                # ids): while key_layout changes from "policy" to "segment", retry there.
+                raise StateUnavailableError(
+                    f"decision {shown(decision_id)} was routed by a replica with"
+                    " store.redis.key_layout = 'segment' and this one has 'policy'; retry"
+                )
         return settled
 
     def _check_not_buffered_elsewhere(self, decision_id: DecisionId, now: float) -> None:
@@ -617,21 +868,17 @@ class RedisModelStore:
         return done
 
     async def _prune_segments(self, policy: str, cutoff: float, limit: int) -> None:
-        """Forget segments not used since `cutoff` (prune.lua), at most `limit` per call."""
-        k, args = self.segment_keys(policy), [repr(cutoff), str(limit)]
-        gone = await self.call(lambda: self._prune(keys=k, args=args))
+        """Forget segments not used since `cutoff` (prune.lua on the registry, then each one's
+        state in its slot), at most `limit` per call."""
+        args = [repr(cutoff), str(limit)]
+        raw = await self.call(partial(self._prune, keys=[self._keys.segments(policy)], args=args))
+        gone = [name.decode() for name in raw]
         if gone:
+            for name in gone:
+                self._touched.pop((policy, name), None)
+            await self._forget_states(policy, gone)
             self.stats.expired_segments += len(gone)
             log.info("state.segments_expired", policy=policy, segments=len(gone))
-
-    async def index_segments(self, policies: Sequence[str], now: float) -> None:
-        """Register the segments of state written before segments were tracked (index.lua;
-        once per policy, a no-op afterwards)."""
-        for policy in policies:
-            k = self.segment_keys(policy)
-            indexed = await self.call(partial(self._index, keys=k, args=[repr(now)]))
-            if indexed:
-                log.info("state.segments_indexed", policy=policy, fields=int(indexed))
 
     async def segments(self, policy: str) -> list[SegmentInfo]:
         k = self._keys
@@ -641,38 +888,80 @@ class RedisModelStore:
         names = [name.decode() for name, _ in raw]
         if not names:
             return []
-        index = await self.call(lambda: self._redis.hmget(k.segment_arms(policy), names))
-        versions = await self.call(
-            lambda: self._redis.hmget(k.model(policy), [keys.version_field(n) for n in names])
-        )
-        scores = [float(score) for _, score in raw]
+        by_slot: dict[Slot, list[str]] = {}
+        for name in names:
+            by_slot.setdefault(k.segment_slot(policy, name), []).append(name)
+        slots = list(by_slot)
+        replies = await self.pipelined([
+            *(methodcaller("hmget", k.segment_arms(slot), by_slot[slot]) for slot in slots),
+            *(methodcaller("hmget", k.model(slot), [keys.version_field(n) for n in by_slot[slot]])
+              for slot in slots),
+        ])  # fmt: skip
+        index: dict[str, bytes | None] = {}
+        versions: dict[str, bytes | None] = {}
+        for i, slot in enumerate(slots):
+            index.update(zip(by_slot[slot], replies[i], strict=True))
+            versions.update(zip(by_slot[slot], replies[len(slots) + i], strict=True))
         return [
-            SegmentInfo(name, score, arms.count(b"\n") + 1 if arms else 0, int(version or 0))
-            for name, score, arms, version in zip(names, scores, index, versions, strict=True)
-        ]
+            SegmentInfo(name, float(score), arms.count(b"\n") + 1 if (arms := index[name]) else 0,
+                        int(versions[name] or 0))
+            for name, (_, score) in zip(names, raw, strict=True)
+        ]  # fmt: skip
 
     async def delete_segment(self, policy: str, segment: str) -> bool:
-        k = self.segment_keys(policy)
-        return bool(await self.call(lambda: self._forget(keys=k, args=[segment])))
+        """Forget the segment's state (in its slot), then unregister it (in the policy's)."""
+        had = await self._forget_states(policy, [segment])
+        registry = self._keys.segments(policy)
+        registered = await self.call(lambda: self._redis.zrem(registry, segment))
+        self._touched.pop((policy, segment), None)
+        return bool(had or registered)
 
     async def _expire_policy(
         self, policy: str, now: float, limit: int, spec: ModelSpec | None
     ) -> list[Settlement]:
-        deadlines = self._keys.deadlines(policy)
-        due: list[bytes] = await self.call(
-            partial(self._redis.zrangebyscore, deadlines, "-inf", f"({now!r}", start=0, num=limit)
-        )
+        """Due decisions from the slots' deadline indexes (one pipelined read of the slots
+        that may have any), each settled in its own script."""
+        legacy = self._keys.legacy(policy)
+        visit = [
+            slot for slot in await self._sweep_slots(policy)
+            if slot == legacy or self._next_visit.get(slot, -math.inf) <= now
+        ]  # fmt: skip
+        found = await self.pipelined([
+            methodcaller("zrange", self._keys.deadlines(slot), 0, limit, withscores=True)
+            for slot in visit
+        ])  # fmt: skip
+        # A slot with nothing due needs no look before its next deadline, nor (whatever is
+        # recorded meanwhile, by any replica) before a wait window from now, less clock skew.
+        wait = spec.reward_wait_s if spec is not None else 0.0
+        horizon = now + min(max(wait - CLOCK_SKEW_S, 0.0), MAX_VISIT_GAP_S)
+        due: list[tuple[Slot, bytes]] = []
+        for slot, entries in zip(visit, found, strict=True):
+            due += [(slot, raw) for raw, score in entries if score < now]
+            later = [score for _, score in entries if score >= now]
+            if later and entries[0][1] >= now:
+                self._next_visit[slot] = min(later[0], horizon)
+            elif not entries:
+                self._next_visit[slot] = horizon
+            else:  # something was due: look again at the next sweep
+                self._next_visit.pop(slot, None)
+        due = due[:limit]
+        legacy_slot = legacy if self._keys.per_segment else None
         mode = "expire" if spec is not None else "orphan"
         spec_args = self._spec_args(spec or ModelSpec(dim=1), now)
-        calls = []
-        for raw in due:
+        replies: list[Any] = [None] * len(due)
+        together: dict[int, Awaitable[list[Any]]] = {}
+        for i, (slot, raw) in enumerate(due):
             decision_id = raw.decode()
             args: list[bytes | str] = [decision_id, mode, b"", codec.encode_f64(now), *spec_args]
-            k = self._settle_keys(decision_id, policy)
-            calls.append(self.run(self._settle, k, args))
-        replies = await asyncio.gather(*calls)
+            settle = self._settle_any(decision_id, policy, args, now, found_in=slot)
+            if slot == legacy_slot:  # an untagged id, moved then settled: in deadline order
+                replies[i] = await settle
+            else:
+                together[i] = settle
+        for i, reply in zip(together, await asyncio.gather(*together.values()), strict=True):
+            replies[i] = reply
         done: list[Settlement] = []
-        for raw, reply in zip(due, replies, strict=True):
+        for (_, raw), reply in zip(due, replies, strict=True):
             head = reply[0].decode()
             if head == "lost":
                 self.stats.lost_pending += 1
@@ -689,6 +978,8 @@ class RedisModelStore:
             code, detail = reply[1].decode(), reply[2].decode()
             if code == "fingerprint" and spec is not None:
                 check_fingerprint(ModelKey(policy), detail, spec)
+            if code == "migrated":
+                raise StateUnavailableError(MIGRATED)
             if code == "nonfinite":
                 self.stats.refused_updates += 1
                 raise UpdateRefusedError(

@@ -34,7 +34,8 @@ async def read_store(url: str, decisions: list[Decision]) -> Stored:
     client = aioredis.from_url(url, socket_timeout=30)
     try:
         sums = await stored_sums(client)
-        version = int(await client.hget(k.model("chat"), keys.version_field("")) or 0)
+        slot = k.segment_slot("chat", "")
+        version = int(await client.hget(k.model(slot), keys.version_field("")) or 0)
         tombs: dict[str, dict[bytes, bytes]] = {}
         for start in range(0, len(decisions), 1000):
             chunk = [d.decision_id for d in decisions[start : start + 1000]]
@@ -44,7 +45,8 @@ async def read_store(url: str, decisions: list[Decision]) -> Stored:
             tombs.update(zip(chunk, await pipe.execute(), strict=True))
         pending = {
             key.decode().rsplit(":pending:", 1)[1]
-            async for key in client.scan_iter(match=k.pending_pattern("chat"), count=1000)
+            for pattern in k.pending_patterns("chat")
+            async for key in client.scan_iter(match=pattern, count=1000)
         }
     finally:
         await client.aclose()

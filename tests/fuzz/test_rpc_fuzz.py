@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -326,25 +325,41 @@ def memory_target(daemon: Daemon, channel: grpc.Channel) -> Target:
 def redis_target(daemon: Daemon, channel: grpc.Channel, url: str) -> Target:
     client = redis.Redis.from_url(url)
     k = keys.Keys()
-    hashes = [f(p) for p in POLICIES for f in (k.model, k.sums, k.segment_arms)]
-    zsets = [f(p) for p in POLICIES for f in (k.segments, k.deadlines)]
-    sets = [k.policies(), *(k.arms(p) for p in POLICIES)]
+
+    def state_keys() -> list[tuple[str, str]]:
+        """(key, type) of every key but the per-decision ones (pending decisions, tombstones:
+        dbsize counts them): the global ones, each policy's own, and those of each slot its
+        tags set names."""
+        names = [(k.policies(), "set"), (k.layout(), "string")]
+        pipe = client.pipeline(transaction=False)
+        for policy in POLICIES:
+            pipe.smembers(k.tags(policy))
+        for policy, members in zip(POLICIES, pipe.execute(), strict=True):
+            tags = sorted(t.decode() for t in members)
+            slots = [k.legacy(policy), *(k.slot(policy, t) for t in tags)]
+            names += [(k.segments(policy), "zset"), (k.arms(policy), "set"),
+                      (k.tags(policy), "set")]  # fmt: skip
+            for slot in slots:
+                names += [(k.model(slot), "hash"), (k.sums(slot), "hash"),
+                          (k.segment_arms(slot), "hash"), (k.deadlines(slot), "zset")]  # fmt: skip
+        return names
 
     def snapshot() -> object:
         """Every model key's content, and the number of keys (pending decisions, tombstones)."""
+        names = state_keys()
         pipe = client.pipeline(transaction=False)
+        read = {"hash": pipe.hgetall, "zset": lambda k: pipe.zrange(k, 0, -1, withscores=True),
+                "set": pipe.smembers, "string": pipe.get}  # fmt: skip
+        for key, kind in names:
+            read[kind](key)
         pipe.dbsize()
-        for key in hashes:
-            pipe.hgetall(key)
-        for key in zsets:
-            pipe.zrange(key, 0, -1, withscores=True)
-        for key in sets:
-            pipe.smembers(key)
-        return pipe.execute()
+        return dict(zip([*(key for key, _ in names), ""], pipe.execute(), strict=True))
 
     def finite() -> bool:
-        for policy in POLICIES:
-            for blob in client.hvals(k.sums(policy)):
+        for key, _ in state_keys():
+            if not key.endswith(":sums"):
+                continue
+            for blob in client.hvals(key):
                 sums = codec.decode_sums(blob)
                 if not (np.isfinite(sums.s).all() and np.isfinite(sums.b).all()):
                     return False
@@ -422,10 +437,10 @@ async def run(settings: Any, target: Callable[[Daemon, grpc.Channel], Target]) -
     daemon = build_daemon(settings)
     await daemon.start()
     if isinstance(daemon.store, RedisModelStore):
-        # The store watcher indexes the policies' segments once (index.lua, a write) when it
-        # first reaches Redis; done here first, its own run writes nothing, so it cannot land
-        # between a refused request's before and after snapshots.
-        await daemon.store.index_segments(daemon.router.policy_names, time.time())
+        # The store brings the Redis to its key layout once (a write) when it first reaches
+        # it: the start's ping did, so it cannot land between a refused request's before and
+        # after snapshots.
+        assert daemon.store.layout.ready
     try:
         with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
             await asyncio.to_thread(fuzz, target(daemon, channel))

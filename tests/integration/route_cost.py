@@ -130,7 +130,7 @@ async def measure(
             round_trips = calls + store.stats.flushes - flushes
             stats = await client.info("commandstats")
             net = await client.info("stats")
-            blobs = await client.hgetall(keys.Keys().sums("chat"))
+            blobs = await client.hgetall(keys.Keys().sums(keys.Keys().segment_slot("chat", "")))
     finally:
         await daemon.stop(grace_s=0)
         await client.aclose()

@@ -27,7 +27,7 @@ from banditd.state.outage import SpillFile
 from banditd.state.redis_store import RedisModelStore, RedisStoreParams
 from banditd.types import ModelSpec, Outcome, PendingDecision
 from tests.integration.conftest import RedisServer
-from tests.integration.traffic import redis_daemon_settings
+from tests.integration.traffic import model_key, redis_daemon_settings
 
 ROUTE = pb.RouteRequest(
     policy="chat",
@@ -92,7 +92,7 @@ async def test_reward_for_a_buffered_decision_is_retryable_on_another_replica_un
         assert await feedback_code(stub_b, r.decision_id, 18.0) == "FEEDBACK_STATUS_DUPLICATE"
     client = aioredis.from_url(redis.url)
     try:
-        version = int(await client.hget("banditd:{chat}:model", "v ") or 0)
+        version = int(await client.hget(model_key(), "v ") or 0)
     finally:
         await client.aclose()
     assert version == 3

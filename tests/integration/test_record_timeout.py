@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from banditd.feedback import ids
 from banditd.state.connection import RedisConnection, connect
@@ -38,12 +39,12 @@ async def test_a_record_that_timed_out_but_landed_is_learned_once(tmp_path: Path
     now = time.time()
 
     def decision(hex_pair: str) -> PendingDecision:
-        return PendingDecision(f"p:{hex_pair * 12}", "p", "", "a", np.array([1.0, 0.5]), 1.0, 0,
+        return PendingDecision(f"p:000-{hex_pair * 12}", "p", "", "a", np.array([1.0, 0.5]), 1.0, 0,
                                now, now + 60)  # fmt: skip
 
     try:
         await store.record(decision("cd"))  # the policy is known now: a record is one call
-        assert (await store.settle("p:" + "cd" * 12, 1.0, now, spec)).outcome is Outcome.APPLIED
+        assert (await store.settle("p:000-" + "cd" * 12, 1.0, now, spec)).outcome is Outcome.APPLIED
         proc.send_signal(signal.SIGSTOP)
         try:
             routed = await store.record(decision("ab"))
@@ -62,13 +63,15 @@ async def test_a_record_that_timed_out_but_landed_is_learned_once(tmp_path: Path
     assert learned == 2
 
 
+@pytest.mark.parametrize("tag", ["000-", ""], ids=["tagged", "untagged"])
 async def test_a_plain_copy_landing_after_the_flush_or_settled_before_it_is_never_learned_twice(
-    tmp_path: Path,
+    tmp_path: Path, tag: str
 ) -> None:
     """The two orders record.lua closes: (1) the timed-out plain record lands after the
     buffered copy was flushed: the plain id's "superseded" tombstone stops it; (2) the plain
     copy's deadline passed and the sweeper settled it before the flush: that settlement stands
-    and the buffered id answers as it (EXPIRED), so the decision is learned once."""
+    and the buffered id answers as it (EXPIRED), so the decision is learned once. Untagged ids
+    (issued before segment tags) too, whose plain copy the sweep moves to its segment's slot."""
     proc, port = start_redis(tmp_path)
     url = f"redis://127.0.0.1:{port}/0"
     store = RedisModelStore(connect(RedisConnection(url, timeout_s=1.0)), RedisStoreParams())
@@ -80,14 +83,14 @@ async def test_a_plain_copy_landing_after_the_flush_or_settled_before_it_is_neve
                                now + wait)  # fmt: skip
 
     try:
-        plain = "p:" + "ab" * 12
+        plain = f"p:{tag}" + "ab" * 12
         buffered = ids.buffered_id(plain, now)
         await store._record_one(decision(buffered))  # the flush
         await store._record_one(decision(plain))  # the late plain record: refused
         assert not await store.client.exists(store.keys.pending(plain))
         assert (await store.settle(buffered, 1.0, now, spec)).outcome is Outcome.APPLIED
 
-        plain2 = "p:" + "cd" * 12
+        plain2 = f"p:{tag}" + "cd" * 12
         await store._record_one(decision(plain2, wait=1.0))  # landed; nobody holds it
         (defaulted,) = await store.expire(now + 2, 10, {"p": spec})
         assert defaulted.decision_id == plain2

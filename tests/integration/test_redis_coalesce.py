@@ -26,7 +26,7 @@ from banditd.state.coalescer import Coalescer
 from banditd.state.redis_store import RedisModelStore
 from banditd.types import ModelKey, Outcome
 from tests.integration.conftest import start_redis
-from tests.integration.test_redis_store import SPEC, T0, pending, redis_store
+from tests.integration.test_redis_store import SPEC, T0, did, pending, redis_store
 from tests.integration.traffic import redis_daemon_settings
 
 
@@ -41,7 +41,7 @@ async def warm(store: RedisModelStore) -> None:
     """One decision of policy "p" recorded, settled and loaded: the policy is registered and
     Redis holds the three scripts (so no NOSCRIPT round adds a flush to the counts)."""
     await store.record(pending(0xFFF, "a", [1.0, 0.0, 0.0], T0))
-    await store.settle("p:0fff", 0.0, T0, SPEC)
+    await store.settle(did(0xFFF), 0.0, T0, SPEC)
     await store.load(ModelKey("p"), ["a"], SPEC)
 
 
@@ -120,10 +120,10 @@ async def test_one_bad_command_in_a_pipeline_fails_only_its_caller(rstore: Redis
     and Redis is not marked down."""
     for i in range(1, 5):
         await rstore.record(pending(i, "a", [1.0, 0.5, 0.25], T0))
-    await rstore.client.hset(rstore.keys.pending("p:0002"), "deadline", b"xx")  # not a float64
+    await rstore.client.hset(rstore.keys.pending(did(2)), "deadline", b"xx")  # not a float64
     flushes = rstore.stats.flushes
     results = await asyncio.gather(
-        *(rstore.settle(f"p:{i:04x}", 1.0, T0 + 1, SPEC) for i in range(1, 5)),
+        *(rstore.settle(did(i), 1.0, T0 + 1, SPEC) for i in range(1, 5)),
         return_exceptions=True,
     )
     assert rstore.stats.flushes == flushes + 1
@@ -131,7 +131,7 @@ async def test_one_bad_command_in_a_pipeline_fails_only_its_caller(rstore: Redis
     assert "refused" in str(results[1])
     assert [r.outcome for r in results if not isinstance(r, BaseException)] == [Outcome.APPLIED] * 3
     assert rstore.healthy
-    assert (await rstore.settle("p:0003", 1.0, T0 + 2, SPEC)).outcome is Outcome.DUPLICATE
+    assert (await rstore.settle(did(3), 1.0, T0 + 2, SPEC)).outcome is Outcome.DUPLICATE
 
 
 async def test_error_replies_go_to_their_own_futures(redis_url: str):
@@ -206,20 +206,20 @@ async def test_a_load_leaves_in_redis_the_sums_its_own_settles_bring(
     key, arms = ModelKey("p"), ["a", "b"]
     for i in range(1, 9):  # odd ids learn arm "b", even ids arm "a"
         await rstore.record(pending(i, "ab"[i % 2], [1.0, 0.25 * i, 0.5], T0))
-    await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
-    await rstore.settle("p:0002", 1.0, T0 + 1, SPEC)
+    await rstore.settle(did(1), 1.0, T0 + 1, SPEC)
+    await rstore.settle(did(2), 1.0, T0 + 1, SPEC)
     await rstore.load(key, arms, SPEC)  # both arms cached
     fetched, commands = rstore.stats.bytes_in, rstore.stats.flushed_commands
 
-    settles = [rstore.settle(f"p:{i:04x}", 0.5, T0 + 2, SPEC) for i in (3, 4)]
+    settles = [rstore.settle(did(i), 0.5, T0 + 2, SPEC) for i in (3, 4)]
     *_, got = await asyncio.gather(*settles, rstore.load(key, arms, SPEC))
     assert rstore.stats.bytes_in == fetched  # nothing fetched
     assert rstore.stats.flushed_commands == commands + 3  # two settles, one load call
 
     other = await redis_store(redis_url, flush=False)
     try:
-        await other.settle("p:0006", 0.25, T0 + 3, SPEC)  # arm "a", behind this replica's back
-        settle = rstore.settle("p:0008", 0.75, T0 + 3, SPEC)  # arm "a" too
+        await other.settle(did(6), 0.25, T0 + 3, SPEC)  # arm "a", behind this replica's back
+        settle = rstore.settle(did(8), 0.75, T0 + 3, SPEC)  # arm "a" too
         _, got = await asyncio.gather(settle, rstore.load(key, arms, SPEC))
         assert rstore.stats.bytes_in > fetched  # "a" was fetched after all
         assert rstore.stats.flushed_commands == commands + 6  # settle, load, load of "a"

@@ -92,20 +92,22 @@ async def wait_serving(port: int, proc: subprocess.Popen[bytes]) -> grpc.aio.Cha
 async def pending_decisions(client: aioredis.Redis) -> list[Applied]:
     """Decisions still pending in Redis, as they would be learned with the default reward 0."""
     out = []
-    async for key in client.scan_iter(match=keys.Keys().pending_pattern("chat")):
-        h = await client.hgetall(key)
-        x = codec.decode_vector(h[b"x"])
-        decision_id = key.decode().rsplit(":pending:", 1)[1]
-        out.append(Applied(decision_id, h[b"arm"].decode(), tuple(x.tolist()), 0.0))
+    for pattern in keys.Keys().pending_patterns("chat"):
+        async for key in client.scan_iter(match=pattern):
+            h = await client.hgetall(key)
+            x = codec.decode_vector(h[b"x"])
+            decision_id = key.decode().rsplit(":pending:", 1)[1]
+            out.append(Applied(decision_id, h[b"arm"].decode(), tuple(x.tolist()), 0.0))
     return out
 
 
 async def defaulted_ids(client: aioredis.Redis) -> set[str]:
     """Decisions the sweepers settled with the default reward (from their tombstones)."""
     out = set()
-    async for key in client.scan_iter(match=keys.Keys().tombstone_pattern("chat")):
-        if await client.hget(key, "outcome") == b"defaulted":
-            out.add(key.decode().rsplit(":tomb:", 1)[1])
+    for pattern in keys.Keys().tombstone_patterns("chat"):
+        async for key in client.scan_iter(match=pattern):
+            if await client.hget(key, "outcome") == b"defaulted":
+                out.add(key.decode().rsplit(":tomb:", 1)[1])
     return out
 
 
@@ -204,7 +206,8 @@ async def test_replica_sigkilled_mid_load(redis_url: str, tmp_path: Path):
                 p.wait(timeout=10)
         await survivor.stop(grace_s=0)
     sums = await stored_sums(client)
-    version = int(await client.hget(keys.Keys().model("chat"), keys.version_field("")) or 0)
+    model = keys.Keys().model(keys.Keys().segment_slot("chat", ""))
+    version = int(await client.hget(model, keys.version_field("")) or 0)
     defaulted = await defaulted_ids(client)
     await client.aclose()
     assert defaulted <= set(unsettled), "a decision nobody knew of was defaulted"

@@ -29,6 +29,7 @@ from tests.integration.traffic import (
     Applied,
     assert_state_equals_replay,
     feedback,
+    model_key,
     redis_daemon_settings,
     route,
     stored_sums,
@@ -148,7 +149,7 @@ async def test_redis_killed_mid_load_then_restarted(aof_dir: Path):
         store_errors = metrics.get_sample_value("banditd_store_errors_total")
         client = aioredis.from_url(url)
         sums = await stored_sums(client)
-        version = int(await client.hget("banditd:{chat}:model", "v ") or 0)
+        version = int(await client.hget(model_key(), "v ") or 0)
         await client.aclose()
     finally:
         stop.set()

@@ -16,6 +16,7 @@ from tests.integration.traffic import (
     Applied,
     assert_state_equals_replay,
     feedback,
+    model_key,
     redis_daemon_settings,
     route,
     stored_sums,
@@ -68,7 +69,7 @@ async def test_two_replicas_hammered_concurrently_equal_single_replay(redis_url:
             await d.stop(grace_s=0)
     spec = daemons[0].router._policies["chat"].spec
     assert_state_equals_replay(await stored_sums(client), applied, spec)
-    version = int(await client.hget("banditd:{chat}:model", "v "))
+    version = int(await client.hget(model_key(), "v "))
     assert version == len(applied) == statuses.count(pb.FEEDBACK_STATUS_APPLIED)
     for resp, _ in routes:
         assert resp.model_version == version
@@ -119,4 +120,4 @@ async def test_feedback_batches_on_two_replicas_apply_each_reward_once(redis_url
     applied = [Applied(d, by_id[d][0].arm_id, by_id[d][1], rewards[d]) for d in applied_ids]
     spec = daemons[0].router._policies["chat"].spec
     assert_state_equals_replay(await stored_sums(client), applied, spec)
-    assert int(await client.hget("banditd:{chat}:model", "v ")) == len(ids)
+    assert int(await client.hget(model_key(), "v ")) == len(ids)

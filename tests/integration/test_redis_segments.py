@@ -15,6 +15,7 @@ from banditd.api.v1 import admin_pb2 as apb
 from banditd.api.v1 import admin_pb2_grpc as apb_grpc
 from banditd.api.v1 import bandit_pb2 as pb
 from banditd.api.v1 import bandit_pb2_grpc as pb_grpc
+from banditd.feedback import ids
 from banditd.server.app import Daemon, build_daemon
 from banditd.state import keys
 from banditd.state.connection import RedisConnection, connect
@@ -56,6 +57,18 @@ async def replicas(
         await d.stop(grace_s=0)
 
 
+def did(i: int, segment: str) -> str:
+    return f"p:{ids.segment_tag(segment)}-{i:04x}"
+
+
+async def sums_fields(store: RedisModelStore, policy: str) -> list[bytes]:
+    """Every sums field of the policy, over all its slots."""
+    out: list[bytes] = []
+    for slot in await store.slots(policy):
+        out += await store.client.hkeys(store.keys.sums(slot))
+    return sorted(out)
+
+
 def route(segment: str) -> pb.RouteRequest:
     return pb.RouteRequest(policy="chat", segment=segment,
                            context=pb.Context(features={"x1": 0.5}),
@@ -70,7 +83,7 @@ async def learn(stub: pb_grpc.RouterStub, segment: str, reward: float = 1.0) -> 
 async def everything(client: aioredis.Redis) -> dict[bytes, object]:
     """Every key's value (hashes and sorted sets), to show an operation changed nothing."""
     out: dict[bytes, object] = {}
-    for key in await client.keys("banditd:{chat}:*"):
+    for key in await client.keys("banditd:{chat}:*") + await client.keys("banditd:{chat/*}:*"):
         kind = await client.type(key)
         if kind == b"hash":
             out[key] = await client.hgetall(key)
@@ -102,10 +115,11 @@ async def test_the_segment_limit_holds_across_replicas_and_admin_frees_room(
 
     assert (await a1.DeleteSegment(apb.DeleteSegmentRequest(policy="chat", segment="s2"))).deleted
     k = keys.Keys()
-    fields = await client.hkeys(k.model("chat")) + await client.hkeys(k.sums("chat"))
+    slot = k.segment_slot("chat", "s2")
+    fields = await client.hkeys(k.model(slot)) + await client.hkeys(k.sums(slot))
     assert not [f for f in fields if b"s2" in f]
     assert await client.zscore(k.segments("chat"), "s2") is None
-    assert await client.hget(k.segment_arms("chat"), "s2") is None
+    assert await client.hget(k.segment_arms(slot), "s2") is None
     deleted = await a2.DeleteSegment(apb.DeleteSegmentRequest(policy="chat", segment="s2"))
     assert not deleted.deleted
     again = await r1.Route(route("s2"))  # room for one: s2 again, from the prior
@@ -121,18 +135,16 @@ async def test_evict_lru_and_idle_expiry_on_redis(redis_url: str, client: aiored
     try:
         for i, (segment, t) in enumerate((("s1", T0), ("s2", T0 + 10), ("s3", T0 + 20))):
             await store.load(ModelKey("p", segment), ["a"], spec, for_route=True)
-            await store.record(
-                PendingDecision(
-                    f"p:{i:04x}", "p", segment, "a", np.array([1.0, 0.5]), 1.0, 0, t, t + 60
-                ),
-                spec,
+            d = PendingDecision(
+                did(i, segment), "p", segment, "a", np.array([1.0, 0.5]), 1.0, 0, t, t + 60
             )
-            await store.settle(f"p:{i:04x}", 1.0, t, spec)
+            await store.record(d, spec)
+            await store.settle(d.decision_id, 1.0, t, spec)
         assert [s.segment for s in await store.segments("p")] == ["s3", "s2"]
+        assert await sums_fields(store, "p") == [b"s2 a", b"s3 a"]  # s1's state went too
         await store.expire(T0 + 115, 100, {"p": spec})  # s2 last used at T0 + 10
         assert [s.segment for s in await store.segments("p")] == ["s3"]
-        sums = await client.hkeys(store.keys.sums("p"))
-        assert sums == [b"s3 a"]
+        assert await sums_fields(store, "p") == [b"s3 a"]
         assert store.stats.expired_segments == 1
     finally:
         await store.close()
@@ -147,13 +159,13 @@ async def test_a_reward_for_a_deleted_segment_registers_it_again(
     spec = ModelSpec(dim=2, fingerprint="f", max_segments=10)
     try:
         await store.load(ModelKey("p", "s"), ["a"], spec, for_route=True)
-        await store.record(PendingDecision("p:0001", "p", "s", "a", np.array([1.0, 0.5]), 1.0,
-                                           0, T0, T0 + 60), spec)  # fmt: skip
+        await store.record(PendingDecision(did(1, "s"), "p", "s", "a", np.array([1.0, 0.5]),
+                                           1.0, 0, T0, T0 + 60), spec)  # fmt: skip
         assert await store.delete_segment("p", "s")
-        await store.settle("p:0001", 1.0, T0 + 1, spec)
+        await store.settle(did(1, "s"), 1.0, T0 + 1, spec)
         assert [(s.segment, s.arms, s.version) for s in await store.segments("p")] == [("s", 1, 1)]
         assert await store.delete_segment("p", "s")
-        assert await client.hkeys(store.keys.sums("p")) == []
+        assert await sums_fields(store, "p") == []
     finally:
         await store.close()
 
@@ -161,13 +173,17 @@ async def test_a_reward_for_a_deleted_segment_registers_it_again(
 async def test_reset_forgets_the_segment_registry(
     replicas: list[tuple[pb_grpc.RouterStub, apb_grpc.AdminStub]], client: aioredis.Redis
 ) -> None:
-    """After ResetPolicy the limit counts from zero again."""
+    """After ResetPolicy the limit counts from zero again, and the replica that reset it
+    registers the segments it routes to again at once (not a minute later)."""
     (r1, a1), _ = replicas
     for segment in ("s1", "s2", "s3"):
         await learn(r1, segment)
     await a1.ResetPolicy(apb.ResetPolicyRequest(policy="chat"))
     assert (await a1.ListSegments(apb.ListSegmentsRequest(policy="chat"))).total == 0
     await learn(r1, "s4")
+    await learn(r1, "s1")
+    listed = await a1.ListSegments(apb.ListSegmentsRequest(policy="chat"))
+    assert sorted(s.segment for s in listed.segments) == ["s1", "s4"]
 
 
 # -- ImportPolicy is checked like Route input ------------------------------------------------
@@ -246,42 +262,3 @@ async def test_an_import_may_not_exceed_the_segment_limit(
     listed = await a.ListSegments(apb.ListSegmentsRequest(policy="chat"))
     assert sorted(s.segment for s in listed.segments) == ["s1", "s2"]
     assert all(s.arms == 1 for s in listed.segments)
-
-
-async def test_state_written_before_segments_were_tracked_is_indexed_once(
-    redis_url: str, client: aioredis.Redis
-) -> None:
-    """Sums fields no index lists (banditd < 0.2) are registered by index_segments, so the
-    limit, idle expiry and DeleteSegment see them; a second run changes nothing."""
-    store = RedisModelStore(connect(RedisConnection(redis_url, timeout_s=1.0)))
-    spec = ModelSpec(dim=2, fingerprint="f")
-    try:
-        for i, segment in enumerate(("", "s1", "s1")):
-            arm = "ab"[i % 2]
-            await store.record(
-                PendingDecision(
-                    f"p:{i:04x}", "p", segment, arm, np.array([1.0, 0.5]), 1.0, 0, T0, T0 + 60
-                )
-            )
-            await store.settle(f"p:{i:04x}", 1.0, T0, spec)
-        k = store.keys  # now make it look like the old layout
-        await client.delete(k.segments("p"), k.segment_arms("p"))
-        await store.index_segments(["p"], T0 + 5)
-        listed = {s.segment: s.arms for s in await store.segments("p")}
-        assert listed == {"": 1, "s1": 2}
-        before = await everything_of(client, "p")
-        await store.index_segments(["p"], T0 + 9)
-        assert await everything_of(client, "p") == before
-        assert await store.delete_segment("p", "s1")
-        assert await client.hkeys(k.sums("p")) == [b" a"]
-    finally:
-        await store.close()
-
-
-async def everything_of(client: aioredis.Redis, policy: str) -> dict[bytes, object]:
-    k = keys.Keys()
-    return {
-        b"model": await client.hgetall(k.model(policy)),
-        b"segments": await client.zrange(k.segments(policy), 0, -1, withscores=True),
-        b"segarms": await client.hgetall(k.segment_arms(policy)),
-    }

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from banditd.errors import FailedPreconditionError, StateUnavailableError, UpdateRefusedError
+from banditd.feedback import ids
 from banditd.state import codec
 from banditd.state.connection import RedisConnection, connect
 from banditd.state.memory_store import InMemoryModelStore
@@ -43,10 +44,21 @@ async def rstore(redis_url: str) -> AsyncIterator[RedisModelStore]:
     await store.close()
 
 
+def did(i: int, policy: str = "p", segment: str = "") -> str:
+    """Decision id number i, as Route issues them: tagged with its segment's tag."""
+    return f"{policy}:{ids.segment_tag(segment)}-{i:04x}"
+
+
+def untag(decision_id: str) -> str:
+    """The same id in the untagged form (issued before segment tags: layout.py)."""
+    policy, _, rest = decision_id.rpartition(":")
+    return f"{policy}:{rest[4:]}" if ids.tag_of(decision_id) else decision_id
+
+
 def pending(i: int, arm: str, x: list[float], at: float, wait: float = 10.0, policy: str = "p",
             segment: str = "") -> PendingDecision:  # fmt: skip
-    return PendingDecision(f"{policy}:{i:04x}", policy, segment, arm, np.array(x), 0.5, 0, at,
-                           at + wait)  # fmt: skip
+    return PendingDecision(did(i, policy, segment), policy, segment, arm, np.array(x), 0.5, 0,
+                           at, at + wait)  # fmt: skip
 
 
 # (op, args...) rows; the same table runs against both stores.
@@ -56,15 +68,15 @@ TABLE: list[tuple[Any, ...]] = [
     ("record", pending(3, "a", [1.0, 0.25, 0.75], T0, segment="s1")),
     ("record", pending(4, "c", [1.0, 2.0, 0.0], T0, wait=5.0)),
     ("record", pending(5, "b", [1.0, 0.5, 0.5], T0, wait=5.0)),
-    ("settle", "p:0001", 1.0, T0 + 1, SPEC),  # applied
-    ("settle", "p:0001", 0.5, T0 + 2, SPEC),  # duplicate
-    ("settle", "p:ffff", 1.0, T0 + 2, SPEC),  # unknown
-    ("settle", "p:0003", 0.75, T0 + 3, SPEC),  # applied, other segment
+    ("settle", did(1), 1.0, T0 + 1, SPEC),  # applied
+    ("settle", did(1), 0.5, T0 + 2, SPEC),  # duplicate
+    ("settle", did(0xFFFF), 1.0, T0 + 2, SPEC),  # unknown
+    ("settle", did(3, segment="s1"), 0.75, T0 + 3, SPEC),  # applied, other segment
     ("expire", T0 + 4, 10, {"p": SPEC}),  # nothing due yet
     ("expire", T0 + 6, 10, {"p": SPEC}),  # 4 and 5 defaulted
-    ("settle", "p:0004", 1.0, T0 + 7, SPEC),  # expired (tombstone)
-    ("settle", "p:0002", 1.0, T0 + 11, SPEC),  # expired on arrival: default applied
-    ("settle", "p:0002", 1.0, T0 + 12, SPEC),  # expired (tombstone)
+    ("settle", did(4), 1.0, T0 + 7, SPEC),  # expired (tombstone)
+    ("settle", did(2), 1.0, T0 + 11, SPEC),  # expired on arrival: default applied
+    ("settle", did(2), 1.0, T0 + 12, SPEC),  # expired (tombstone)
     ("load", "", ["a", "b", "c", "z"], SPEC),
     ("load", "s1", ["a", "b"], SPEC),
     ("record", pending(6, "a", [1.0, 1.0, 1.0], T0 + 20)),
@@ -76,8 +88,8 @@ TABLE: list[tuple[Any, ...]] = [
     ("record", pending(8, "d", [1.0, 0.5, 0.5], T0, wait=100.0, policy="q")),
     ("record", pending(9, "d", [1.0, -0.5, 0.25], T0, wait=100.0, policy="q")),
     ("record", pending(10, "d", [0.5, 0.5, 0.5], T0, wait=1.0, policy="q")),
-    ("settle", "q:0008", 1.0, T0 + 1, DECAY),
-    ("settle", "q:0009", -1.0, T0 + 21, DECAY),
+    ("settle", did(8, "q"), 1.0, T0 + 1, DECAY),
+    ("settle", did(9, "q"), -1.0, T0 + 21, DECAY),
     ("expire", T0 + 35, 10, {"q": DECAY}),  # 10 defaulted with 0.25, decayed again
     ("load", "", ["d"], DECAY),
     # shared model: the reward updates the model's single state "*", not the chosen arm's
@@ -87,18 +99,22 @@ TABLE: list[tuple[Any, ...]] = [
             pending(11, "m1", [1.0, 0.5, 0.5], T0 + 50, segment="sh"), model_arm="*"
         ),
     ),
-    ("settle", "p:000b", 1.0, T0 + 51, SPEC),
+    ("settle", did(11, segment="sh"), 1.0, T0 + 51, SPEC),
     ("load", "sh", ["*", "m1"], SPEC),
 ]
 
 
-async def run_table(store: ModelStore) -> list[Any]:
+async def run_table(store: ModelStore, untagged: bool = False) -> list[Any]:
+    """The table's answers; untagged: with every decision id in the untagged form."""
+    rename = untag if untagged else str
     out: list[Any] = []
     for op, *args in TABLE:
         if op == "record":
-            await store.record(args[0])
+            await store.record(
+                dataclasses.replace(args[0], decision_id=rename(args[0].decision_id))
+            )
         elif op == "settle":
-            out.append(await store.settle(*args))
+            out.append(await store.settle(rename(args[0]), *args[1:]))
         elif op == "expire":
             out.append(sorted(await store.expire(*args), key=lambda s: s.decision_id))
         else:
@@ -111,10 +127,15 @@ async def run_table(store: ModelStore) -> list[Any]:
     return out
 
 
-async def test_redis_store_matches_memory_store_on_settle_expire_table(rstore: RedisModelStore):
-    """Same outcomes, versions, sums and counts as the in-memory store, row by row."""
-    want = await run_table(InMemoryModelStore())
-    got = await run_table(rstore)
+@pytest.mark.parametrize("untagged", [False, True], ids=["tagged", "untagged"])
+async def test_redis_store_matches_memory_store_on_settle_expire_table(
+    rstore: RedisModelStore, untagged: bool
+):
+    """Same outcomes, versions, sums and counts as the in-memory store, row by row; also with
+    untagged decision ids (issued before segment tags: they wait in the policy's own slot and
+    move to their segment's when they settle)."""
+    want = await run_table(InMemoryModelStore(), untagged)
+    got = await run_table(rstore, untagged)
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
         if isinstance(w, tuple):
@@ -131,13 +152,13 @@ async def test_fingerprint_mismatch_is_refused_by_settle_and_load(rstore: RedisM
     """State built under another feature pipeline is neither scored nor updated."""
     await rstore.record(pending(1, "a", [1.0, 0.0, 0.0], T0))
     await rstore.record(pending(2, "a", [1.0, 0.0, 0.0], T0))
-    await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
+    await rstore.settle(did(1), 1.0, T0 + 1, SPEC)
     other = ModelSpec(dim=3, fingerprint="fp2")
     with pytest.raises(FailedPreconditionError):
-        await rstore.settle("p:0002", 1.0, T0 + 1, other)
+        await rstore.settle(did(2), 1.0, T0 + 1, other)
     with pytest.raises(FailedPreconditionError):
         await rstore.load(ModelKey("p"), ["a"], other)
-    applied = await rstore.settle("p:0002", 1.0, T0 + 1, SPEC)  # still pending, still joins
+    applied = await rstore.settle(did(2), 1.0, T0 + 1, SPEC)  # still pending, still joins
     assert applied.model_version == 2
 
 
@@ -174,13 +195,13 @@ async def test_load_fetches_sums_only_for_arms_that_changed(
     try:
         for i, arm in enumerate("abc", start=1):
             await other.record(pending(i, arm, [1.0, 0.5, 0.5], T0))
-            await other.settle(f"p:{i:04x}", 1.0, T0 + 1, SPEC)
+            await other.settle(did(i), 1.0, T0 + 1, SPEC)
         await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
         fetched = rstore.stats.bytes_in
         await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
         assert rstore.stats.bytes_in == fetched
         await other.record(pending(9, "b", [1.0, 0.5, 0.5], T0))
-        await other.settle("p:0009", 1.0, T0 + 1, SPEC)
+        await other.settle(did(9), 1.0, T0 + 1, SPEC)
         snap = await rstore.load(ModelKey("p"), ["a", "b", "c"], SPEC)
     finally:
         await other.close()
@@ -203,12 +224,12 @@ async def test_own_settle_moves_the_cached_arm_without_a_fetch(
         return pending(i, arm, x, T0, policy="q")
 
     await rstore.record(pend(1, "a", [1.0, 0.5, -0.25]))
-    await rstore.settle("q:0001", 1.0, T0 + 1, DECAY)  # first reward: the sums are created
+    await rstore.settle(did(1, "q"), 1.0, T0 + 1, DECAY)  # first reward: the sums are created
     await rstore.load(key, arms, DECAY)  # caches a (fetched) and b (prior)
     fetched = rstore.stats.bytes_in
     for i, (arm, x) in enumerate([("a", [1.0, 2.0, 0.5]), ("b", [1.0, -1.0, 0.25])], start=2):
         await rstore.record(pend(i, arm, x))
-        await rstore.settle(f"q:{i:04x}", 0.5 * i, T0 + 2, DECAY)  # same decay epoch
+        await rstore.settle(did(i, "q"), 0.5 * i, T0 + 2, DECAY)  # same decay epoch
     assert rstore.stats.absorbed == 2  # a on its cached sums, b on the prior
     got = await rstore.load(key, arms, DECAY)
     assert rstore.stats.bytes_in == fetched
@@ -221,13 +242,13 @@ async def test_own_settle_moves_the_cached_arm_without_a_fetch(
             np.testing.assert_allclose(g.a_inv, w.a_inv, rtol=1e-9, atol=1e-12)
             np.testing.assert_allclose(g.theta, w.theta, rtol=1e-9, atol=1e-12)
         await fresh.record(pend(8, "a", [1.0, 0.0, 1.0]))
-        await fresh.settle("q:0008", 1.0, T0 + 3, DECAY)  # another replica moves a
+        await fresh.settle(did(8, "q"), 1.0, T0 + 3, DECAY)  # another replica moves a
     finally:
         await fresh.close()
     await rstore.record(pend(9, "a", [1.0, 1.0, 1.0]))
-    await rstore.settle("q:0009", 1.0, T0 + 3, DECAY)  # cache holds a's older stamp: no absorb
+    await rstore.settle(did(9, "q"), 1.0, T0 + 3, DECAY)  # cache holds a's older stamp: no absorb
     await rstore.record(pend(10, "b", [1.0, 1.0, 1.0]))
-    await rstore.settle("q:000a", 1.0, T0 + 25, DECAY)  # new decay epoch scaled b: no absorb
+    await rstore.settle(did(10, "q"), 1.0, T0 + 25, DECAY)  # new decay epoch scaled b: no absorb
     assert rstore.stats.absorbed == 2
     got = await rstore.load(key, arms, DECAY)
     assert (got.arms["a"].n, got.arms["b"].n) == (4, 2)
@@ -242,14 +263,14 @@ async def test_load_does_not_refactorise_an_arm_its_own_settle_already_moved(
     them. The fetched bytes are then not refactorised (counted, not assumed)."""
     key, arms = ModelKey("p"), ["a"]
     await rstore.record(pending(1, "a", [1.0, 0.5, -0.25], T0))
-    await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
+    await rstore.settle(did(1), 1.0, T0 + 1, SPEC)
     await rstore.load(key, arms, SPEC)  # cache: a at the first stamp
     await rstore.record(pending(2, "a", [1.0, 2.0, 0.5], T0))
     inner = rstore.translate  # (every Redis call goes through it, coalesced or not)
 
     async def settle_first(make):  # type: ignore[no-untyped-def]
         rstore.translate = inner  # type: ignore[method-assign]
-        await rstore.settle("p:0002", 0.5, T0 + 2, SPEC)  # runs and is absorbed first
+        await rstore.settle(did(2), 0.5, T0 + 2, SPEC)  # runs and is absorbed first
         return await make()  # the load, with the stamp it held before the settle
 
     rstore.translate = settle_first  # type: ignore[method-assign]
@@ -316,7 +337,7 @@ async def test_lua_bulk_codec_is_exact_at_large_dimensions(redis_url: str, d: in
     memory = InMemoryModelStore()
     try:
         for i in range(5):
-            p = PendingDecision(f"p:{i:04x}", "p", "", "a", rng.normal(size=d) * 10.0 ** (i - 2),
+            p = PendingDecision(did(i), "p", "", "a", rng.normal(size=d) * 10.0 ** (i - 2),
                                 0.5, 0, T0, T0 + 10)  # fmt: skip
             reward = float(rng.normal())
             for s in (store, memory):
@@ -401,18 +422,19 @@ async def test_settle_script_refuses_an_update_that_would_store_non_finite_sums(
     sweep drops it rather than retry it forever."""
     await rstore.record(pending(1, "a", [1.0, 2.0, 3.0], T0))
     await rstore.record(pending(2, "a", [1e200, 1.0, 1.0], T0))
-    await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
-    before = await rstore.client.hgetall(rstore.keys.sums("p"))
-    model = await rstore.client.hgetall(rstore.keys.model("p"))
+    await rstore.settle(did(1), 1.0, T0 + 1, SPEC)
+    slot = rstore.keys.segment_slot("p", "")
+    before = await rstore.client.hgetall(rstore.keys.sums(slot))
+    model = await rstore.client.hgetall(rstore.keys.model(slot))
     with pytest.raises(UpdateRefusedError, match="non-finite"):
-        await rstore.settle("p:0002", 1.0, T0 + 1, SPEC)
-    assert await rstore.client.hgetall(rstore.keys.sums("p")) == before
-    assert await rstore.client.hgetall(rstore.keys.model("p")) == model
+        await rstore.settle(did(2), 1.0, T0 + 1, SPEC)
+    assert await rstore.client.hgetall(rstore.keys.sums(slot)) == before
+    assert await rstore.client.hgetall(rstore.keys.model(slot)) == model
     assert rstore.stats.refused_updates == 1
-    assert await rstore.client.exists(rstore.keys.pending("p:0002"))
+    assert await rstore.client.exists(rstore.keys.pending(did(2)))
     done = await rstore.expire(T0 + 11, 10, {"p": SPEC})
     assert [s.outcome for s in done] == [Outcome.DROPPED]
-    assert await rstore.client.hgetall(rstore.keys.sums("p")) == before
+    assert await rstore.client.hgetall(rstore.keys.sums(slot)) == before
 
 
 async def test_load_refuses_stored_sums_that_are_not_finite(
@@ -421,11 +443,12 @@ async def test_load_refuses_stored_sums_that_are_not_finite(
     """Sums poisoned before this version (or by hand) give FAILED_PRECONDITION on Route, not a
     NaN score or an unhandled LinAlgError."""
     await rstore.record(pending(1, "a", [1.0, 2.0, 3.0], T0))
-    await rstore.settle("p:0001", 1.0, T0 + 1, SPEC)
-    blob = await rstore.client.hget(rstore.keys.sums("p"), " a")
+    await rstore.settle(did(1), 1.0, T0 + 1, SPEC)
+    sums_key = rstore.keys.sums(rstore.keys.segment_slot("p", ""))
+    blob = await rstore.client.hget(sums_key, " a")
     sums = codec.decode_sums(blob)
     poisoned = codec.ArmSums(sums.s * np.inf, sums.b, sums.n, sums.epoch, sums.stamp + 1)
-    await rstore.client.hset(rstore.keys.sums("p"), " a", codec.encode_sums(poisoned))
+    await rstore.client.hset(sums_key, " a", codec.encode_sums(poisoned))
     other = await redis_store(redis_url, flush=False)
     try:
         with pytest.raises(FailedPreconditionError, match="unusable"):

@@ -73,9 +73,15 @@ def replay(applied: list[Applied], spec: ModelSpec) -> dict[str, ArmState]:
     return store.load_now(ModelKey("chat"), ARMS, spec).arms  # type: ignore[return-value]
 
 
+def model_key(policy: str = "chat", segment: str = "", prefix: str = "banditd") -> str:
+    """The model hash of (policy, segment): versions, fingerprints, stamps."""
+    k = keys.Keys(prefix)
+    return k.model(k.segment_slot(policy, segment))
+
+
 async def stored_sums(client: object, prefix: str = "banditd") -> dict[str, codec.ArmSums]:
     k = keys.Keys(prefix)
-    raw = await client.hgetall(k.sums("chat"))  # type: ignore[attr-defined]
+    raw = await client.hgetall(k.sums(k.segment_slot("chat", "")))  # type: ignore[attr-defined]
     return {keys.split_sums_field(f.decode())[1]: codec.decode_sums(v) for f, v in raw.items()}
 
 

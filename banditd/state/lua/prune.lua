@@ -1,11 +1,10 @@
--- prune.lua: forget segments idle since before a cutoff (the policy's segment_idle_ttl_s).
+-- prune.lua: unregister segments idle since before a cutoff (the policy's segment_idle_ttl_s).
+-- The caller forgets each returned segment's state in its own slot (forget_segment) next.
 --
--- KEYS[1] model HASH, KEYS[2] sums HASH, KEYS[3] segments ZSET, KEYS[4] segarms HASH
+-- KEYS[1] segments ZSET (the policy's registry)
 -- ARGV[1] cutoff, unix s (segments last used before it go), ARGV[2] at most this many
--- Returns the segments forgotten.
+-- Returns the segments unregistered.
 
-local idle = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, segment in ipairs(idle) do
-  forget_segment(KEYS[1], KEYS[2], KEYS[3], KEYS[4], segment)
-end
+local idle = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, segment in ipairs(idle) do redis.call('ZREM', KEYS[1], segment) end
 return idle

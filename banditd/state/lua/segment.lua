@@ -1,11 +1,12 @@
--- segment.lua: shared by load.lua, settle.lua, prune.lua and the Admin scripts (prepended to
--- each by redis_store.py). A segment's state: its version and fingerprint fields in the model
--- hash, one sums field "<segment> <arm>" and one stamp field "a <segment> <arm>" per arm with
--- state, its entry in the segments ZSET (scored by last use) and in the segarms index (which
--- lists its sums fields, '\n'-separated, so forgetting it needs no scan).
+-- segment.lua: shared by the scripts that write a segment's state (prepended to each by
+-- redis_store.py). A segment's state lives in its slot (banditd/state/keys.py): its version and
+-- fingerprint fields in the slot's model hash, one sums field "<segment> <arm>" and one stamp
+-- field "a <segment> <arm>" per arm with state, and its entry in the slot's segarms index (which
+-- lists its sums fields, '\n'-separated, so forgetting it needs no scan). Its entry in the
+-- policy's segment registry is in another slot: the caller updates it in a separate call.
 
--- Forget one segment's learned state. Returns 1 if the segment was registered, else 0.
-local function forget_segment(model, sums, segments, segarms, segment)
+-- Forget one segment's learned state (not its registry entry). Returns 1 if it had any, else 0.
+local function forget_segment(model, sums, segarms, segment)
   local index = redis.call('HGET', segarms, segment)
   if index then
     local fields, stamps = {}, {}
@@ -20,8 +21,9 @@ local function forget_segment(model, sums, segments, segarms, segment)
     end
     redis.call('HDEL', segarms, segment)
   end
-  redis.call('HDEL', model, 'v ' .. segment, 'f ' .. segment)
-  return redis.call('ZREM', segments, segment)
+  local gone = redis.call('HDEL', model, 'v ' .. segment, 'f ' .. segment)
+  if index or gone > 0 then return 1 end
+  return 0
 end
 
 -- Add a sums field to its segment's index (when an arm's sums are first written); idempotent.

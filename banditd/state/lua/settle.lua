@@ -1,6 +1,9 @@
 -- settle.lua: end one pending decision (by feedback or by expiry) and apply its reward to the
 -- arm's additive sums, exactly once. The same join table as banditd/feedback/joiner.py.
--- All keys carry the policy's hash tag (banditd/state/keys.py), so this runs on one slot.
+-- All keys are in the decision's slot (its policy and segment tag, banditd/state/keys.py).
+-- A reward that creates an arm's first state in its segment indexes it in the slot's segarms;
+-- registering the segment in the policy's registry (another slot) is the caller's next call,
+-- which it makes when the reply's previous stamp is "-1" (no state before).
 --
 -- KEYS[1]  pending:<id>  HASH (keys.PENDING_FIELDS)
 -- KEYS[2]  tomb:<id>     HASH (keys.TOMB_FIELDS)
@@ -8,7 +11,6 @@
 -- KEYS[4]  sums          HASH (codec sums blobs)
 -- KEYS[5]  deadlines     ZSET
 -- KEYS[6]  segarms       HASH (segment -> its sums fields; segment.lua)
--- KEYS[7]  segments      ZSET (segment -> last use)
 -- ARGV[1]  decision id
 -- ARGV[2]  mode: "feedback" | "expire" (only if due) | "orphan" (policy gone: forget, no tomb)
 -- ARGV[3]  reward, float64 LE ("" unless mode = feedback)
@@ -32,7 +34,8 @@
 --   {"skip"}          expire mode: not due, or already settled
 --   {"lost"}          expire mode: the pending hash vanished (TTL) before anyone settled it
 --   {"error", code, detail}  code = fingerprint | dim | nonfinite (the update would store a
---       NaN or an infinity); nothing was changed
+--       NaN or an infinity) | migrated (the slot's state moved to per-segment slots);
+--       nothing was changed
 
 local function f64(s, pos) return (struct.unpack('<d', s, pos or 1)) end
 local function p64(v) return struct.pack('<d', v) end
@@ -134,10 +137,7 @@ local function apply(p, reward)
   p64s(b, out)
   p64s(s, out)
   redis.call('HSET', KEYS[4], p.sf, table.concat(out))
-  if new_arm then  -- the arm's first state in this segment: index it, register the segment
-    index_sums_field(KEYS[6], p.segment, p.sf)
-    redis.call('ZADD', KEYS[7], 'NX', now, p.segment)
-  end
+  if new_arm then index_sums_field(KEYS[6], p.segment, p.sf) end  -- the arm's first state
   local delta = nil
   if not scaled then delta = {p.x, prev, stamp, p.af} end
   return version, nil, delta
@@ -175,6 +175,10 @@ local function expiry(p)
   if err then return finish(p, 'dropped', false) end
   return res, err
 end
+
+-- The policy's own slot after the migration to per-segment slots (layout.py): a replica still
+-- on key_layout = "policy" must not learn into keys nobody reads any more.
+if redis.call('HEXISTS', KEYS[3], 'migrated') == 1 then return {'error', 'migrated', ''} end
 
 local raw = redis.call('HMGET', KEYS[1], 'segment', 'arm', 'x', 'deadline', 'sums_field',
                        'version_field', 'fingerprint_field', 'stamp_field')

@@ -259,8 +259,8 @@ def main(quick: bool = False, shape: tuple[int, int] = (32, 16)) -> dict[str, ob
         summary["cpu_rows"],  # type: ignore[arg-type]
         "where the CPU went: µs per round trip of the server processes, redis-server and the"
         " load generator, the CPUs each used while measured, and the rate those costs allow on"
-        " this machine's"
-        f" {result['cpus']} CPUs (all of them for the three; at most 1 per server process)",
+        f" this machine's {result['cpus']} CPUs (all of them for the three; at most 1 per server"
+        " process)",
     )
     for label, value in summary["ratios"].items():  # type: ignore[attr-defined]
         target = " (target >= 1.6x)" if label == "banditd 2 workers / 1 worker" else ""

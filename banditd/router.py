@@ -311,7 +311,7 @@ class Router:
         this proves it for each Route, so a NaN never reaches a caller or the trace."""
         scores = choice.floats[2] if choice.floats is not None else choice.score.tolist()
         chosen = float(choice.propensity[choice.index])
-        if math.isfinite(sum(scores)) and 0.0 < chosen <= 1.0 + 1e-9:
+        if math.isfinite(sum(scores, 0.0)) and 0.0 < chosen <= 1.0 + 1e-9:
             return
         self.nonfinite_routes += 1
         raise FailedPreconditionError(
@@ -380,7 +380,7 @@ class Router:
         latencies = [c.expected_latency_ms for c in candidates]
         price = config.price
         if (
-            not math.isfinite(sum(costs) + sum(latencies))
+            not math.isfinite(sum(costs, 0.0) + sum(latencies, 0.0))
             or min(latencies) < 0
             or max(latencies) > price.max_latency_ms
             or max(costs) > price.max_cost

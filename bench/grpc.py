@@ -134,8 +134,10 @@ def start_daemon(
     sync: bool = False,
     variant: tls.Variant | None = None,
     certificates: tls.Certificates | None = None,
+    cwd: Path = ROOT,
 ) -> tuple[Process, str]:
-    """The daemon (or the sync experiment) on a free port; with a TLS variant, its TLS tables."""
+    """The daemon (or the sync experiment) on a free port; with a TLS variant, its TLS tables.
+    `cwd`: the tree whose `banditd` it runs (bench/mypyc.py: a compiled copy)."""
     port = free_port()
     name = "banditd-sync" if sync else "banditd"
     extra, secure = "", None
@@ -147,7 +149,7 @@ def start_daemon(
     config.write_text(daemon_config(port, dim, arms, algorithm, store, url, extra))
     argv = [sys.executable, "-m", "bench.sync_daemon" if sync else "banditd"]
     argv += ["--config", str(config)] if sync else ["serve", "--config", str(config)]
-    process = Process(name, pinned(SERVER_CPU, argv))
+    process = Process(name, pinned(SERVER_CPU, argv), cwd)
     address = f"127.0.0.1:{port}"
     probe = _probe(dim, arms)
     process.wait_until(lambda: grpc_ready(address, probe, secure), timeout_s=60)  # type: ignore[arg-type]

@@ -48,12 +48,12 @@ def child_env() -> dict[str, str]:
 class Process:
     """A background server process; its output goes to a temp file shown if it dies early."""
 
-    def __init__(self, name: str, argv: Sequence[str]) -> None:
+    def __init__(self, name: str, argv: Sequence[str], cwd: Path = ROOT) -> None:
         self.name = name
         self.argv = list(argv)
         self._log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=child_env(), stdout=self._log, stderr=subprocess.STDOUT
+            self.argv, cwd=cwd, env=child_env(), stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def output(self, limit: int = 4000) -> str:
@@ -177,14 +177,18 @@ def start_redis(directory: Path, cpu: int | None = SERVER_CPU) -> tuple[Process,
 
 
 def run_client(
-    args: Sequence[str], timeout_s: float = 120.0, cpu: int | None = CLIENT_CPU
+    args: Sequence[str],
+    timeout_s: float = 120.0,
+    cpu: int | None = CLIENT_CPU,
+    cwd: Path = ROOT,
 ) -> dict[str, object]:
-    """`python -m bench.loadgen ARGS` pinned to `cpu` (the client CPU; None: not pinned); its
-    JSON result."""
+    """`python -m bench.loadgen ARGS` pinned to `cpu` (the client CPU; None: not pinned), run
+    in `cwd` (whose `banditd` it imports: `-m` puts the working directory first on sys.path);
+    its JSON result."""
     argv = [sys.executable, "-m", "bench.loadgen", *args]
     argv = argv if cpu is None else pinned(cpu, argv)
     done = subprocess.run(
-        argv, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=timeout_s,
+        argv, cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=timeout_s,
         check=False,
     )  # fmt: skip
     if done.returncode != 0:

@@ -118,7 +118,7 @@ def _sample(
     rng: np.random.Generator,
 ) -> Choice:  # fmt: skip
     std = params.v * width
-    bonus = std * rng.standard_normal(estimate.shape[0])
+    bonus = std * rng.standard_normal(len(estimate))
     score = estimate + bonus - penalty
     if params.v == 0.0:
         propensity = greedy_propensities(score, params.epsilon)

@@ -89,7 +89,11 @@ models: $(NGRAM_MODEL)  ## ONNX models for text features (n-gram file; MiniLM vi
 sim-paging: $(STAMP)  ## POLAR/POLAR+ vs LRU/LFU/static/oracle: summary.json + paging.png
 	$(PY) simulations/paging.py --horizon 50000 --seeds 5 --out simulations/out/paging
 
-.PHONY: sim-paging
+# -- fleet plan (docs/scale.md) ---------------------------------------------------------------
+sim-scale: $(STAMP)  ## workers and Redis shards for 100k Route+Feedback/s, checked by simulation
+	$(PY) simulations/scale.py
+
+.PHONY: sim-paging sim-scale
 # -- simulator (docs/simulator.md) ------------------------------------------------------------
 SCENARIOS := $(wildcard simulations/*.toml)
 SIM_OUT ?= simulations/out

@@ -22,7 +22,7 @@ SIM_OUT ?= simulations/out
 CHAOS_DECISIONS ?= 10000
 
 .PHONY: help install run models proto proto-check fmt lint typecheck pytest test bench \
-	sim sim-paging image deploy-render deploy-check redis-route-cost chaos redis-bin
+	sim sim-paging sim-scale image deploy-render deploy-check redis-route-cost chaos redis-bin
 
 ##@ help
 help:  ## this list
@@ -99,13 +99,16 @@ test: lint typecheck proto-check pytest  ## everything CI runs
 bench: $(STAMP)  ## throughput/latency next to peers and machine ceilings (not in CI)
 	$(PY) -m bench
 
-##@ simulations (docs/simulator.md, docs/paging.md)
+##@ simulations (docs/simulator.md, docs/paging.md, docs/scale.md)
 sim: $(STAMP)  ## every shipped scenario: plots + summaries in SIM_OUT (minutes; not CI)
 	@for s in $(SCENARIOS); do echo "== $$s"; $(VENV)/bin/banditd simulate $$s --out $(SIM_OUT) || exit 1; done
 	$(VENV)/bin/banditd tune simulations/linear.toml --out $(SIM_OUT) --write-config $(SIM_OUT)/linear.best.toml
 
 sim-paging: $(STAMP)  ## POLAR/POLAR+ vs LRU/LFU/static/oracle: summary.json + paging.png
 	$(PY) simulations/paging.py --horizon 50000 --seeds 5 --out simulations/out/paging
+
+sim-scale: $(STAMP)  ## workers and Redis shards for 100k Route+Feedback/s, checked by simulation
+	$(PY) simulations/scale.py
 
 ##@ deploy (docs/deploy.md)
 image:  ## the container image (needs Docker/BuildKit; not available on CI machines)

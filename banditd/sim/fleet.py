@@ -27,8 +27,9 @@ per rt offered, so the fleet saturates at λ_max = 10⁶ / max(max_w D_w, max_j 
 bottleneck law), and λ·D is each one's utilisation. A shard is a slot range of a Redis Cluster
 (CRC16 of the hash tag mod 16384, equal ranges); the tag is the policy (all of a policy's
 segments on one shard: today) or the (policy, segment). `random` balancing spreads every
-segment over all N workers (g_s = N); `affinity` pins a segment to g_s consecutive workers from
-a hash of it, g_s = min(N, ⌈2·p_s·N⌉) (a segment over half a worker's fair share spreads).
+segment over all N workers (g_s = N); `affinity` pins a segment to g_s = min(N, ⌈2·p_s·N⌉)
+workers (a segment over half a worker's fair share spreads), placed hottest first on the least
+loaded workers (`groups`).
 
 The simulation runs the same fleet event by event: each worker and each shard is one FIFO core;
 a Route is worker CPU, a network round trip to the segment's shard (load: refetched arms counted
@@ -145,9 +146,20 @@ def sharers(fleet: Fleet, p: Array) -> npt.NDArray[np.int64]:
     return np.minimum(n, np.maximum(1, np.ceil(2.0 * p * n - 1e-9))).astype(np.int64)
 
 
-def first_worker(segment: int, workers: int) -> int:
-    """Where segment's group of consecutive workers starts (affinity balancing)."""
-    return crc16(f"segment{segment}".encode()) * 7919 % workers
+def groups(fleet: Fleet, p: Array, cost: Array) -> list[tuple[int, ...]]:
+    """Affinity balancing: the workers serving each segment. Segments are placed hottest first,
+    each on the g_s least loaded workers so far (load: p_s/g_s · its cost per rt), as a
+    bounded-load consistent hash would spread them; ties go to the lowest worker index."""
+    g = sharers(fleet, p)
+    heap = [(0.0, w) for w in range(fleet.workers)]
+    out: list[tuple[int, ...]] = [()] * fleet.segments
+    for s in np.argsort(-p, kind="stable").tolist():
+        taken = [heapq.heappop(heap) for _ in range(int(g[s]))]
+        share = float(p[s] / g[s] * cost[s])
+        out[s] = tuple(w for _, w in taken)
+        for load, w in taken:
+            heapq.heappush(heap, (load + share, w))
+    return out
 
 
 def refetched(g: npt.ArrayLike, arms: int) -> Array:
@@ -169,38 +181,47 @@ class Capacity:
     slot_limit_rate: float  # λ at which the busiest hash tag alone fills one shard's core
 
 
+def _redis_per_rt(costs: Costs, fleet: Fleet, p: Array) -> tuple[Array, Array]:
+    """Per segment: E(g_s), and Redis's CPU per rt of it (r + E·r_x)."""
+    e = refetched(sharers(fleet, p), costs.arms)
+    return e, costs.redis_us + e * costs.refetch_redis_us
+
+
+def _shard_demand(fleet: Fleet, p: Array, per_rt_redis: Array) -> Array:
+    out: Array = np.bincount(
+        shard_of_segments(fleet), weights=p * per_rt_redis, minlength=fleet.shards
+    ).astype(np.float64)
+    return out
+
+
+def _hottest_slot(fleet: Fleet, p: Array, per_rt_redis: Array) -> float:
+    """The Redis demand per rt offered of the busiest hash tag: no shard count divides it."""
+    tags: dict[str, float] = {}
+    names = slot_tags(fleet.segments, fleet.policies, fleet.tag)
+    for name, demand in zip(names, (p * per_rt_redis).tolist(), strict=True):
+        tags[name] = tags.get(name, 0.0) + demand
+    return max(tags.values())
+
+
 def capacity(costs: Costs, fleet: Fleet) -> Capacity:
     """The formulas above for one fleet."""
     p = popularity(fleet.segments, fleet.zipf)
     g = sharers(fleet, p)
-    e = refetched(g, costs.arms)
+    e, per_rt_redis = _redis_per_rt(costs, fleet, p)
     per_rt_worker = costs.worker_us + e * costs.refetch_worker_us
-    per_rt_redis = costs.redis_us + e * costs.refetch_redis_us
     worker = np.zeros(fleet.workers)
     if fleet.balance == "random":
         worker += float(np.sum(p * per_rt_worker)) / fleet.workers
     else:
-        for s in range(fleet.segments):
-            start = first_worker(s, fleet.workers)
-            group = (start + np.arange(g[s])) % fleet.workers
-            worker[group] += p[s] / g[s] * per_rt_worker[s]
-    shard = np.bincount(
-        shard_of_segments(fleet), weights=p * per_rt_redis, minlength=fleet.shards
-    ).astype(np.float64)
+        for s, group in enumerate(groups(fleet, p, per_rt_worker)):
+            worker[list(group)] += p[s] / g[s] * per_rt_worker[s]
+    shard = _shard_demand(fleet, p, per_rt_redis)
     w, j = int(np.argmax(worker)), int(np.argmax(shard))
     worst = max(worker[w], shard[j])
-    tags: dict[str, float] = {}
-    for name, demand in zip(
-        slot_tags(fleet.segments, fleet.policies, fleet.tag),
-        (p * per_rt_redis).tolist(),
-        strict=True,
-    ):
-        tags[name] = tags.get(name, 0.0) + demand
-    hot = 1e6 / max(tags.values())
     return Capacity(
         1e6 / worst,
         f"worker {w}" if worker[w] >= shard[j] else f"shard {j}",
-        worker, shard, float(np.sum(p * e)), hot,
+        worker, shard, float(np.sum(p * e)), 1e6 / _hottest_slot(fleet, p, per_rt_redis),
     )  # fmt: skip
 
 
@@ -208,6 +229,7 @@ def capacity(costs: Costs, fleet: Fleet) -> Capacity:
 class Plan:
     workers: int
     shards: int | None  # None: no number of shards serves the rate (a hot slot)
+    shards_even: int  # shards for the rate spread evenly over slots (no hot slot, no imbalance)
     capacity: Capacity
     route_floor_us: float  # a Route with no queueing: round trips + CPU
     limits: tuple[str, ...]
@@ -219,38 +241,40 @@ def plan(
     target: float = 0.7,
     base: Fleet | None = None,
     max_workers: int = 20000,
-    max_shards: int = 500,
+    max_shards: int = 2000,
 ) -> Plan:
     """The fewest workers and shards whose busiest core runs at most `target` at `rate`."""
     base = base or Fleet(1, 1)
-    need = rate * costs.worker_us / (target * 1e6)  # no refetch, perfect balance: a floor
-    workers = max(1, math.ceil(need))
-    fleet = _with(base, workers, 1)
+    budget = target * 1e6
+    workers = max(1, math.ceil(rate * costs.worker_us / budget))  # a floor: no refetch, even
     while workers < max_workers:
-        fleet = _with(base, workers, 1)
-        if rate * float(np.max(capacity(fleet=fleet, costs=costs).worker_demand_us)) <= (
-            target * 1e6
-        ):
+        demand = capacity(costs, _with(base, workers, 1)).worker_demand_us
+        if rate * float(np.max(demand)) <= budget:
             break
         workers = max(workers + 1, math.ceil(workers * 1.02))
+    fleet = _with(base, workers, 1)
+    p = popularity(base.segments, base.zipf)
+    _, per_rt_redis = _redis_per_rt(costs, fleet, p)
     limits: list[str] = []
-    shards: int | None = max(1, math.ceil(rate * costs.redis_us / (target * 1e6)))
-    while True:
-        assert shards is not None
-        fleet = _with(base, workers, shards)
-        found = capacity(costs, fleet)
-        if rate * float(np.max(found.shard_demand_us)) <= target * 1e6:
-            break
-        if shards >= max_shards:
-            shards = None
-            busiest = float(np.max(found.shard_demand_us)) * rate / 1e6
-            limits.append(
-                f"no shard count up to {max_shards} serves it: the busiest slot alone needs"
-                f" {busiest:.2f} cores ({base.tag} hash tags)"
-            )
+    even = max(1, math.ceil(rate * float(np.sum(p * per_rt_redis)) / budget))
+    shards: int | None = even
+    hottest = _hottest_slot(fleet, p, per_rt_redis)
+    if rate * hottest > budget:
+        shards = None
+        limits.append(
+            f"hot slot: its busiest hash tag alone needs {rate * hottest / 1e6:.2f} cores of"
+            f" Redis ({base.tag} hash tags); no shard count serves it"
+        )
+    while shards is not None:
+        if rate * float(np.max(_shard_demand(_with(base, workers, shards), p, per_rt_redis))) <= (
+            budget
+        ):
             break
         shards = max(shards + 1, math.ceil(shards * 1.02))
-    found = capacity(costs, fleet)
+        if shards > max_shards:
+            shards = None
+            limits.append(f"the slots do not balance over {max_shards} shards")
+    found = capacity(costs, _with(base, workers, shards or 1))
     if found.refetch_per_route >= 0.5:
         limits.append(
             f"cache coherence: {found.refetch_per_route:.1f} arms refetched per Route"
@@ -260,7 +284,7 @@ def plan(
         costs.route_trips * base.rtt_us + costs.worker_us * costs.route_share
         + costs.redis_route_us
     )  # fmt: skip
-    return Plan(workers, shards, found, floor, tuple(limits))
+    return Plan(workers, shards, even, found, floor, tuple(limits))
 
 
 def _with(base: Fleet, workers: int, shards: int) -> Fleet:
@@ -293,6 +317,7 @@ class SimResult:
     refetch_per_route: float
     worker_busy: float  # busiest worker's share of the window spent on CPU
     shard_busy: float  # busiest shard's
+    busy: dict[str, float]  # every core's ("worker 3", "shard 0")
 
 
 _ROUTE_A, _LOAD, _ROUTE_B, _RECORD, _ROUTE_C, _FEEDBACK, _SETTLE, _FB_DONE, _ARRIVE = range(9)
@@ -321,7 +346,11 @@ def simulate(
     cdf = np.cumsum(p)
     shard_of = shard_of_segments(fleet).tolist()
     g = sharers(fleet, p).tolist()
-    start_of = [first_worker(s, fleet.workers) for s in range(fleet.segments)]
+    placed = (
+        groups(fleet, p, costs.worker_us + refetched(g, costs.arms) * costs.refetch_worker_us)
+        if fleet.balance == "affinity"
+        else []
+    )
     k = costs.arms
     stamps = np.zeros((fleet.segments, k), dtype=np.int64)
     views: dict[tuple[int, int], npt.NDArray[np.int64]] = {}
@@ -370,7 +399,8 @@ def simulate(
     def pick_worker(s: int) -> int:
         if fleet.balance == "random":
             return int(rng.integers(fleet.workers))
-        return (start_of[s] + int(rng.integers(g[s]))) % fleet.workers
+        group = placed[s]
+        return group[int(rng.integers(len(group)))]
 
     # job: [segment, worker, t_route_start, refetched, arm, prev_stamp, new_stamp]
     def new_job(now: float) -> None:
@@ -450,6 +480,8 @@ def simulate(
         float(np.mean(refetches)) if refetches else math.nan,
         max(worker_busy) / window,
         max(shard_busy) / window,
+        {f"worker {w}": b / window for w, b in enumerate(worker_busy)}
+        | {f"shard {j}": b / window for j, b in enumerate(shard_busy)},
     )
 
 
@@ -458,10 +490,13 @@ def preroll(fleet: Fleet, per_pair: int = 10, most: int = 200_000) -> int:
     return min(most, per_pair * fleet.workers * fleet.segments)
 
 
-def saturation(result: SimResult) -> float:
-    """The rate at which the run's busiest core would be always busy: offered / its busy share
-    (the utilisation law U = λ·D, with D as the simulation found it: the segments drawn, the
-    arms refetched, the slots hashed)."""
+def saturation(result: SimResult, core: str = "") -> float:
+    """The rate at which a core would be always busy: offered / its busy share (the utilisation
+    law U = λ·D, with D as the simulation found it: the segments drawn, the arms refetched, the
+    slots hashed). `core` (e.g. the formula's bottleneck, "worker 3"): that core's; default:
+    the run's busiest core's, which a short run biases low (the largest of many noisy shares)."""
+    if core:
+        return result.offered / result.busy[core]
     return result.offered / max(result.worker_busy, result.shard_busy)
 
 
